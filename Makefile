@@ -1,0 +1,35 @@
+# One entry point for people and CI. Every target installs what it needs into .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8080
+export PYTHONDONTWRITEBYTECODE = 1
+
+.PHONY: install demo test lint bench reliability clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+# The service with its simulators (ChronoPay, the cabinet, billing) on http://127.0.0.1:$(PORT)
+demo: install
+	@echo "Open http://127.0.0.1:$(PORT)/sandbox/cabinet/ (subscriber dem001; card 4111 1111 1111 1111)"
+	GATEWAY_CONFIG=config.sandbox.py \
+	GATEWAY_PUBLIC_URL=http://127.0.0.1:$(PORT) \
+	GATEWAY_CHRONOPAY_URL=http://127.0.0.1:$(PORT)/sandbox/chronopay/ \
+	GATEWAY_CABINET_URL=http://127.0.0.1:$(PORT)/sandbox/cabinet/ \
+	GATEWAY_BILLING_URL=http://127.0.0.1:$(PORT)/sandbox/billing/ \
+	LISTEN=127.0.0.1:$(PORT) $(PY) wsgi.py
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check gateway tests wsgi.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .coverage .hypothesis
