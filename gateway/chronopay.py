@@ -1,0 +1,107 @@
+"""ChronoPay's two signature recipes, the hand-off query and the callback's parsing.
+
+See ../shared/chronopay.md: the request sign puts the secret LAST and joins with "-"; the
+callback sign puts the secret FIRST with no separators. They are never interchangeable.
+"""
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+from .errors import CallbackRejected
+
+# Transaction types by what they do to an order. Spellings are ChronoPay's, case and all:
+# the sign covers transaction_type, so a re-cased value never verifies anyway.
+PAID = frozenset({"Purchase", "onetime", "initial"})
+REFUND = frozenset({"Refund", "refund"})
+CHARGEBACK = frozenset({"chargeback", "Chargeback"})
+DECLINE = frozenset({"decline", "Decline"})
+# Recorded without effect: the order stays as it is.
+NEUTRAL = frozenset({"cancel", "expire"})
+SIGNED_FIELDS = ("customer_id", "transaction_id", "transaction_type", "total", "sign")
+MAX_FIELD = 512
+_TOKEN = re.compile(r"[\x21-\x7e]{1,128}", re.ASCII)
+_HEX32 = re.compile(r"[0-9a-f]{32}", re.ASCII)
+
+
+def md5_hex(text):
+    """Lower-case hex MD5 of UTF-8 text, ChronoPay's only digest."""
+    return hashlib.md5(text.encode()).hexdigest()  # noqa: S324 - ChronoPay's protocol
+
+
+def request_sign(product_id, price, order_id, secret, sign_order_id=True):
+    """The hand-off sign: md5(product_id-price[-order_id]-secret)."""
+    parts = [product_id, price] + ([order_id] if sign_order_id else []) + [secret]
+    return md5_hex("-".join(parts))
+
+
+def callback_sign(secret, customer_id, transaction_id, transaction_type, total):
+    """The callback sign: md5(secret + customer_id + transaction_id + type + total)."""
+    return md5_hex(secret + customer_id + transaction_id + transaction_type + total)
+
+
+def handoff_url(base_url, fields):
+    """ChronoPay's page with the hand-off fields percent-encoded into its query."""
+    return base_url + ("&" if "?" in base_url else "?") + urlencode(fields)
+
+
+def handoff_fields(*, product_id, price, order_id, product_name, secret, sign_order_id, urls):
+    """The query ChronoPay's hosted page takes, signed; urls holds cb/success/decline."""
+    return {
+        "product_id": product_id,
+        "product_price": price,
+        "product_price_currency": "RUB",
+        "order_id": order_id,
+        "product_name": product_name,
+        "cb_url": urls["cb_url"],
+        "cb_type": "P",
+        "success_url": urls["success_url"],
+        "decline_url": urls["decline_url"],
+        "language": "ru",
+        "sign": request_sign(product_id, price, order_id, secret, sign_order_id),
+    }
+
+
+@dataclass(frozen=True)
+class Callback:
+    """A callback whose sign verified; only the signed fields are trustworthy."""
+
+    customer_id: str
+    transaction_id: str
+    transaction_type: str
+    total: str
+    order_id: str
+    product_id: str
+    currency: str
+    fields: dict = field(default_factory=dict, compare=False)
+
+
+def verify_callback(form, secret):
+    """Check a callback's form (key -> list of values) and its sign; return the Callback."""
+    fields = {}
+    for name, values in form.items():
+        if len(values) != 1 or len(values[0]) > MAX_FIELD:
+            raise CallbackRejected("malformed", f"field {name[:40]!r} repeated or oversize")
+        fields[name] = values[0]
+    missing = [name for name in SIGNED_FIELDS if not fields.get(name)]
+    if missing:
+        raise CallbackRejected("malformed", "missing " + ", ".join(missing))
+    if not _HEX32.fullmatch(fields["sign"]):
+        raise CallbackRejected("bad_sign", "sign is not 32 lower-case hex digits")
+    expected = callback_sign(secret, *(fields[name] for name in SIGNED_FIELDS[:4]))
+    if not hmac.compare_digest(expected, fields["sign"]):
+        raise CallbackRejected("bad_sign", "sign mismatch")
+    if not _TOKEN.fullmatch(fields["transaction_id"]):
+        raise CallbackRejected("malformed", "transaction_id malformed")
+    return Callback(
+        customer_id=fields["customer_id"],
+        transaction_id=fields["transaction_id"],
+        transaction_type=fields["transaction_type"],
+        total=fields["total"],
+        order_id=fields.get("order_id", ""),
+        product_id=fields.get("product_id", ""),
+        currency=fields.get("currency", ""),
+        fields=fields,
+    )

@@ -1,0 +1,74 @@
+"""The gateway's one exception family; handlers in the factory turn them into answers."""
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+    status = 400
+    title = "Ошибка"
+    message = "Запрос не может быть обработан."
+    advice = "Вернитесь в личный кабинет и начните платеж заново."
+
+
+class ConfigError(GatewayError):
+    """The configuration is unsafe or incomplete; the service must not start."""
+
+
+class LinkInvalid(GatewayError):
+    """A cabinet link or page token was forged, altered or malformed."""
+
+    status = 403
+    title = "Ссылка недействительна"
+    message = "Ссылка на оплату повреждена или изменена."
+
+
+class LinkExpired(GatewayError):
+    """A cabinet link or page token is past its lifetime."""
+
+    status = 410
+    title = "Ссылка устарела"
+    message = "Срок действия ссылки на оплату истек."
+    advice = "Вернитесь в личный кабинет и нажмите «Новый платеж» еще раз."
+
+
+class OrderNotFound(GatewayError):
+    """No order answers to the reference given."""
+
+    status = 404
+    title = "Платеж не найден"
+    message = "Мы не нашли такой платеж."
+
+
+class AmountError(GatewayError):
+    """An amount is not a valid number of rubles within the limits."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
+
+
+class CallbackRejected(GatewayError):
+    """A callback failed verification; `verdict` names why for the journal."""
+
+    status = 403
+
+    def __init__(self, verdict, reason):
+        super().__init__(reason)
+        self.verdict = verdict
+        self.reason = reason
+
+
+class TransportError(GatewayError):
+    """An outbound call got no HTTP answer: refused, reset, timed out or malformed."""
+
+    status = 502
+
+
+class DeliveryError(GatewayError):
+    """Billing did not acknowledge a call; `retry_after` is its hint, if any."""
+
+    def __init__(self, reason, retry_after=None, final=False):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+        self.final = final
