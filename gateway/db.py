@@ -1,0 +1,246 @@
+"""All SQL of the gateway, behind a small store so another backend can replace SQLite.
+
+Times are epoch seconds (REAL), amounts the exact decimal string ("1000.00"). Correctness rests
+on the schema's constraints, not on check-then-write: a transaction is recorded once per
+(transaction_id, transaction_type), an order takes each money effect at most once, and an
+outcome yields at most one billing event.
+"""
+
+import os
+import sqlite3
+import threading
+from contextlib import contextmanager
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS orders (
+    order_id    TEXT PRIMARY KEY,
+    nonce       TEXT NOT NULL UNIQUE,
+    login       TEXT NOT NULL,
+    account     TEXT NOT NULL,
+    amount      TEXT NOT NULL,
+    status      TEXT NOT NULL
+                CHECK (status IN ('pending', 'declined', 'paid', 'refunded', 'chargeback')),
+    review      TEXT,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL,
+    paid_at     REAL,
+    transaction_id TEXT
+);
+CREATE INDEX IF NOT EXISTS orders_login ON orders (login, created_at);
+CREATE INDEX IF NOT EXISTS orders_created ON orders (created_at);
+CREATE INDEX IF NOT EXISTS orders_status ON orders (status, created_at);
+
+CREATE TABLE IF NOT EXISTS transactions (
+    transaction_id   TEXT NOT NULL,
+    transaction_type TEXT NOT NULL,
+    order_id    TEXT NOT NULL REFERENCES orders (order_id),
+    effect      TEXT CHECK (effect IN ('paid', 'refunded', 'chargeback', 'declined')),
+    total       TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    PRIMARY KEY (transaction_id, transaction_type)
+);
+-- One paid, one refunded and one chargeback transition per order, whatever races.
+CREATE UNIQUE INDEX IF NOT EXISTS transactions_one_effect ON transactions (order_id, effect)
+    WHERE effect IN ('paid', 'refunded', 'chargeback');
+
+CREATE TABLE IF NOT EXISTS callbacks (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at REAL NOT NULL,
+    remote_addr TEXT,
+    body        TEXT NOT NULL,
+    verdict     TEXT NOT NULL,
+    reason      TEXT,
+    order_id    TEXT,
+    transaction_id   TEXT,
+    transaction_type TEXT
+);
+CREATE INDEX IF NOT EXISTS callbacks_order ON callbacks (order_id);
+CREATE INDEX IF NOT EXISTS callbacks_verdict ON callbacks (verdict, id);
+
+CREATE TABLE IF NOT EXISTS events (
+    event_id    TEXT PRIMARY KEY,
+    order_id    TEXT NOT NULL REFERENCES orders (order_id),
+    type        TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),
+    created_at  REAL NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_until REAL,
+    delivered_at REAL,
+    last_error  TEXT,
+    UNIQUE (order_id, type)
+);
+CREATE INDEX IF NOT EXISTS events_due ON events (status, next_attempt_at);
+
+CREATE TABLE IF NOT EXISTS attempts (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id    TEXT NOT NULL REFERENCES events (event_id),
+    worker      TEXT NOT NULL,
+    started_at  REAL NOT NULL,
+    finished_at REAL,
+    http_status INTEGER,
+    outcome     TEXT,
+    error       TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_event ON attempts (event_id, id);
+"""
+
+ORDER_COLUMNS = (
+    "order_id, nonce, login, account, amount, status, review, created_at, updated_at, "
+    "paid_at, transaction_id"
+)
+
+
+class Store:
+    """An SQLite database with one connection per thread (waitress serves from a pool)."""
+
+    def __init__(self, url, busy_timeout=30):
+        if not url.startswith("sqlite:///"):
+            raise ValueError("only sqlite:/// URLs are supported")
+        self.path = url[len("sqlite:///"):]
+        self.busy_timeout = busy_timeout
+        self._local = threading.local()
+
+    def connection(self):
+        """This thread's connection, opened with the durability settings on first use."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if os.path.dirname(self.path):
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+        return conn
+
+    def close(self):
+        """Close this thread's connection, if any."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def init_schema(self):
+        """Create the tables and indexes that are missing."""
+        with self.write() as tx:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    tx.conn.execute(statement)
+
+    @contextmanager
+    def write(self):
+        """A write transaction taken up front (BEGIN IMMEDIATE), committed or rolled back."""
+        conn = self.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield Tx(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def read(self):
+        """A handle for reads outside a write transaction."""
+        return Tx(self.connection())
+
+    def integrity_check(self):
+        """SQLite's own verdict on the file: 'ok' or the problems found."""
+        return self.connection().execute("PRAGMA integrity_check").fetchone()[0]
+
+
+class Tx:
+    """The statements the gateway runs, on one connection."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def _one(self, sql, *args):
+        row = self.conn.execute(sql, args).fetchone()
+        return dict(row) if row else None
+
+    def _all(self, sql, *args):
+        return [dict(row) for row in self.conn.execute(sql, args).fetchall()]
+
+    # orders
+
+    def order(self, order_id):
+        return self._one(f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ?", order_id)
+
+    def order_by_nonce(self, nonce):
+        return self._one(f"SELECT {ORDER_COLUMNS} FROM orders WHERE nonce = ?", nonce)
+
+    def insert_order(self, order):
+        self.conn.execute(
+            "INSERT INTO orders (order_id, nonce, login, account, amount, status, created_at,"
+            " updated_at) VALUES (:order_id, :nonce, :login, :account, :amount, 'pending',"
+            " :created_at, :created_at)",
+            order,
+        )
+
+    def update_order(self, order_id, now, **changes):
+        sets = ", ".join(f"{name} = :{name}" for name in changes)
+        self.conn.execute(
+            f"UPDATE orders SET {sets}, updated_at = :now WHERE order_id = :order_id",
+            dict(changes, now=now, order_id=order_id),
+        )
+
+    def orders(self, status=None, login=None, since=None, review=False, limit=1000):
+        sql = f"SELECT {ORDER_COLUMNS} FROM orders WHERE 1 = 1"
+        args = []
+        for clause, value in (("status = ?", status), ("login = ?", login),
+                              ("created_at >= ?", since)):
+            if value is not None:
+                sql += " AND " + clause
+                args.append(value)
+        if review:
+            sql += " AND review IS NOT NULL"
+        sql += " ORDER BY created_at DESC LIMIT ?"
+        return self._all(sql, *args, limit)
+
+    # transactions and the callback journal
+
+    def transaction(self, transaction_id, transaction_type):
+        return self._one(
+            "SELECT * FROM transactions WHERE transaction_id = ? AND transaction_type = ?",
+            transaction_id, transaction_type,
+        )
+
+    def insert_transaction(self, row):
+        self.conn.execute(
+            "INSERT INTO transactions (transaction_id, transaction_type, order_id, effect,"
+            " total, created_at) VALUES (:transaction_id, :transaction_type, :order_id,"
+            " :effect, :total, :created_at)",
+            row,
+        )
+
+    def journal(self, entry):
+        """Record one received callback with its verdict; returns its id."""
+        return self.conn.execute(
+            "INSERT INTO callbacks (received_at, remote_addr, body, verdict, reason, order_id,"
+            " transaction_id, transaction_type) VALUES (:received_at, :remote_addr, :body,"
+            " :verdict, :reason, :order_id, :transaction_id, :transaction_type)",
+            entry,
+        ).lastrowid
+
+    def callbacks(self, order_id=None, rejected=False, limit=1000):
+        sql = "SELECT * FROM callbacks WHERE 1 = 1"
+        args = []
+        if order_id is not None:
+            sql += " AND order_id = ?"
+            args.append(order_id)
+        if rejected:
+            sql += " AND verdict NOT IN ('applied', 'duplicate', 'ignored')"
+        return self._all(sql + " ORDER BY id DESC LIMIT ?", *args, limit)
+
+    def count(self, table):
+        if table not in ("orders", "transactions", "callbacks", "events", "attempts"):
+            raise ValueError(table)
+        return self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608

@@ -1,0 +1,199 @@
+"""Orders and what ChronoPay's callbacks do to them: the money rules, free of Flask."""
+
+import logging
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from . import chronopay
+from .errors import AmountError
+from .money import format_wire, parse_wire
+
+log = logging.getLogger(__name__)
+
+# Verdicts that answer ChronoPay 200: it must stop re-sending, whatever we thought of it.
+ACCEPTED = ("applied", "duplicate", "ignored", "review", "replay")
+# Statuses that are final for the subscriber's result page.
+FINAL = ("paid", "refunded", "chargeback", "declined")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one verified callback does: the verdict, and the order's change if any."""
+
+    verdict: str
+    reason: str = ""
+    effect: str | None = None
+    status: str | None = None
+    review: str | None = None
+    record: bool = True
+
+
+def new_order_id(now):
+    """A unique, unguessable order id that still sorts and reads by date."""
+    return time.strftime("%Y%m%d", time.gmtime(now)) + "-" + secrets.token_hex(6)
+
+
+def create_order(store, *, nonce, login, account, amount, now):
+    """The order for one confirmation; the same nonce always yields the same order."""
+    with store.write() as tx:
+        order = tx.order_by_nonce(nonce)
+        if order is None:
+            tx.insert_order({
+                "order_id": new_order_id(now), "nonce": nonce, "login": login,
+                "account": account, "amount": format_wire(amount), "created_at": now,
+            })
+            order = tx.order_by_nonce(nonce)
+    return order
+
+
+def decide(order, prior, cb, product_id):
+    """The effect of a verified callback on an order, given the transaction already seen."""
+    if prior is not None:
+        if prior["order_id"] == cb.order_id:
+            return Decision("duplicate", "transaction already recorded", record=False)
+        return Decision("replay", f"transaction belongs to order {prior['order_id']}",
+                        record=False)
+    if order is None:
+        return Decision("review", "unknown order", record=False)
+    problems = mismatches(order, cb, product_id)
+    kind = kind_of(cb.transaction_type)
+    if kind is None:
+        problems.append(f"unknown transaction type {cb.transaction_type[:40]!r}")
+    if problems:
+        return Decision("review", "; ".join(problems), review="; ".join(problems))
+    return transition(order, kind)
+
+
+def mismatches(order, cb, product_id):
+    """What in the unsigned fields disagrees with our order."""
+    problems = []
+    if cb.product_id != product_id:
+        problems.append("product_id does not match")
+    if cb.currency.upper() != "RUB":
+        problems.append("currency is not RUB")
+    try:
+        if format_wire(parse_wire(cb.total)) != order["amount"]:
+            problems.append(f"total {cb.total[:20]!r} differs from the order's {order['amount']}")
+    except AmountError:
+        problems.append("total is not an amount")
+    return problems
+
+
+def kind_of(transaction_type):
+    """Which of our transitions a ChronoPay transaction type asks for, or None if unknown."""
+    for kind, names in (("paid", chronopay.PAID), ("refunded", chronopay.REFUND),
+                        ("chargeback", chronopay.CHARGEBACK), ("declined", chronopay.DECLINE),
+                        ("neutral", chronopay.NEUTRAL)):
+        if transaction_type in names:
+            return kind
+    return None
+
+
+# From which statuses each kind of transaction moves an order, and to where.
+TRANSITIONS = {
+    "paid": ({"pending", "declined"}, "paid"),
+    "refunded": ({"paid"}, "refunded"),
+    "chargeback": ({"paid", "refunded"}, "chargeback"),
+    "declined": ({"pending"}, "declined"),
+}
+
+
+def transition(order, kind):
+    """The state machine: a consistent transaction either moves the order or asks review."""
+    if kind == "neutral":
+        return Decision("ignored", "no effect on an order")
+    sources, target = TRANSITIONS[kind]
+    if order["review"] and kind == "paid":
+        return Decision("review", "order is under review", review=order["review"])
+    if order["status"] in sources:
+        return Decision("applied", f"{order['status']} -> {target}", effect=kind, status=target)
+    if kind == "declined":
+        return Decision("ignored", f"decline for a {order['status']} order")
+    reason = f"{kind} transaction for a {order['status']} order"
+    return Decision("review", reason, review=reason)
+
+
+def result_state(order, outcome):
+    """What the return page shows: paid, reversed, failed, review or waiting."""
+    if order["status"] == "paid":
+        return "paid"
+    if order["status"] in ("refunded", "chargeback"):
+        return "reversed"
+    if order["review"]:
+        return "review"
+    if order["status"] == "declined" or outcome == "decline":
+        # ChronoPay sent the browser to decline_url; a later Purchase would still pay it.
+        return "failed"
+    return "waiting"
+
+
+def journal_entry(now, remote_addr, body, verdict, reason, cb=None, fields=None):
+    """One row of the callback journal; the raw body keeps every field, known or not."""
+    fields = fields or (cb.fields if cb else {})
+    return {
+        "received_at": now, "remote_addr": remote_addr, "body": body, "verdict": verdict,
+        "reason": reason, "order_id": (fields.get("order_id") or None),
+        "transaction_id": fields.get("transaction_id") or None,
+        "transaction_type": fields.get("transaction_type") or None,
+    }
+
+
+def reject(store, entry):
+    """Journal a callback that failed before it could touch an order."""
+    with store.write() as tx:
+        tx.journal(entry)
+    log_verdict(entry)
+
+
+def apply_callback(store, cb, *, product_id, now, remote_addr, body):
+    """Record a verified callback and its effect in one transaction; return the Decision."""
+    for attempt in (1, 2):
+        try:
+            return _apply_once(store, cb, product_id, now, remote_addr, body)
+        except sqlite3.IntegrityError:
+            # A racing writer recorded the same transaction first; deciding again sees it.
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _apply_once(store, cb, product_id, now, remote_addr, body):
+    with store.write() as tx:
+        order = tx.order(cb.order_id) if cb.order_id else None
+        prior = tx.transaction(cb.transaction_id, cb.transaction_type)
+        decision = decide(order, prior, cb, product_id)
+        if decision.record and order is not None:
+            tx.insert_transaction({
+                "transaction_id": cb.transaction_id, "transaction_type": cb.transaction_type,
+                "order_id": order["order_id"], "effect": decision.effect, "total": cb.total,
+                "created_at": now,
+            })
+        if order is not None and (decision.status or decision.review != order["review"]):
+            changes = {"review": decision.review or order["review"]}
+            if decision.status:
+                changes["status"] = decision.status
+            if decision.status == "paid":
+                changes.update(paid_at=now, transaction_id=cb.transaction_id)
+            tx.update_order(order["order_id"], now, **changes)
+        entry = journal_entry(now, remote_addr, body, decision.verdict, decision.reason, cb)
+        tx.journal(entry)
+    log_verdict(entry)
+    return decision
+
+
+def log_verdict(entry):
+    """One line per callback: ERROR for what ops must look at. Never the sign or secrets."""
+    what = "callback %s: %s (order %r, transaction %r %r, from %s)"
+    args = (entry["verdict"], entry["reason"], _short(entry["order_id"]),
+            _short(entry["transaction_id"]), _short(entry["transaction_type"]),
+            entry["remote_addr"])
+    if entry["verdict"] in ("applied", "duplicate", "ignored"):
+        log.info(what, *args)
+    else:
+        log.error(what, *args)
+
+
+def _short(value):
+    return value[:64] if isinstance(value, str) else value
