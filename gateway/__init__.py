@@ -1,0 +1,113 @@
+"""The ChronoPay payment gateway of DEM Internet: one factory builds the whole service."""
+
+import logging
+import os
+import sqlite3
+import time
+
+from flask import Flask, current_app, render_template, request
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
+
+from . import config as config_layers
+from .db import Store
+from .errors import GatewayError
+from .signing import PageTokens
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+csrf = CSRFProtect()
+# Paths answered with a plain status for machines rather than a page for people.
+MACHINE_PATHS = ("/chronopay/callback", "/sandbox/billing/")
+
+
+def create_app(test_config=None):
+    """Build the app: config, instance folder, store, clients, blueprints, handlers."""
+    app = Flask(
+        __name__, instance_relative_config=True, template_folder=os.path.join(ROOT, "templates"),
+        static_folder=os.path.join(ROOT, "static"),
+    )
+    os.makedirs(app.instance_path, exist_ok=True)
+    config_layers.load(app.config, ROOT, app.instance_path, test_config)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    clock = app.config.get("CLOCK") or time.time
+    app.extensions["clock"] = clock
+    app.extensions["store"] = store = Store(app.config["DATABASE_URL"],
+                                            app.config["DB_BUSY_TIMEOUT"])
+    store.init_schema()
+    app.extensions["tokens"] = PageTokens(app.config["SECRET_KEY"], app.config["LINK_MAX_AGE"],
+                                          clock)
+    csrf.init_app(app)
+
+    from . import callback, cli, pay
+
+    app.register_blueprint(pay.bp)
+    app.register_blueprint(callback.bp)
+    if app.config["SANDBOX"]:
+        from . import sandbox
+
+        app.register_blueprint(sandbox.bp)
+    cli.register(app)
+    register_handlers(app)
+    app.after_request(secure_headers)
+    return app
+
+
+def register_handlers(app):
+    """Our errors, HTTP errors and database failures become a Russian page or a plain status."""
+
+    @app.errorhandler(GatewayError)
+    def gateway_error(exc):
+        return answer(exc.status, exc.title, exc.message, exc.advice)
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc):
+        return answer(400, "Страница устарела",
+                      "Форма была открыта слишком давно или в другом окне.",
+                      "Вернитесь в личный кабинет и начните платеж заново.")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc):
+        titles = {404: "Страница не найдена", 405: "Недопустимый запрос",
+                  413: "Слишком большой запрос"}
+        return answer(exc.code, titles.get(exc.code, "Ошибка"),
+                      "Такой страницы у нас нет." if exc.code == 404 else
+                      "Запрос не может быть обработан.",
+                      "Вернитесь в личный кабинет и попробуйте еще раз.")
+
+    @app.errorhandler(sqlite3.Error)
+    def database_error(exc):
+        app.logger.error("database unavailable: %s", exc)
+        return answer(503, "Сервис временно недоступен",
+                      "Мы не смогли обработать запрос.", "Попробуйте еще раз через минуту.")
+
+    @app.errorhandler(500)
+    def internal_error(exc):
+        return answer(500, "Ошибка на нашей стороне",
+                      "Что-то пошло не так. Деньги не списаны, если вы не ввели данные карты.",
+                      "Попробуйте еще раз через несколько минут.")
+
+
+def answer(status, title, message, advice):
+    """A Russian error page for people, a plain status line for machines."""
+    if request.path.startswith(MACHINE_PATHS):
+        return f"{status} {title}\n", status, {"Content-Type": "text/plain; charset=utf-8"}
+    return render_template("error.html", title=title, message=message, advice=advice), status
+
+
+def secure_headers(response):
+    """Headers every response carries: a strict CSP that still lets the hand-off leave."""
+    chronopay = current_app.config["CHRONOPAY_URL"]
+    origin = "/".join(chronopay.split("/")[:3])
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'self'; img-src 'self'; "
+        f"form-action 'self' {origin}; frame-ancestors 'none'; base-uri 'none'"
+    )
+    response.headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    # same-origin keeps Flask-WTF's https referrer check working and sends nothing to others.
+    response.headers["Referrer-Policy"] = "same-origin"
+    if not request.path.startswith("/static/"):
+        response.headers["Cache-Control"] = "no-store"
+    return response

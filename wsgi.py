@@ -1,0 +1,28 @@
+"""The WSGI entry point: `python wsgi.py` serves the gateway with waitress."""
+
+import os
+
+from gateway import create_app
+
+app = create_app()
+
+
+def serve():
+    """Serve with waitress on LISTEN with THREADS, believing only TRUSTED_PROXY's headers."""
+    from waitress import serve as waitress_serve
+
+    listen = os.environ.get("LISTEN") or app.config["LISTEN"]
+    threads = int(os.environ.get("THREADS") or app.config["THREADS"])
+    proxy = os.environ.get("TRUSTED_PROXY") or app.config["TRUSTED_PROXY"]
+    options = {"listen": listen, "threads": threads, "ident": "gateway"}
+    if proxy:
+        options.update(
+            trusted_proxy=proxy, trusted_proxy_count=1,
+            trusted_proxy_headers={"x-forwarded-for", "x-forwarded-proto"},
+            clear_untrusted_proxy_headers=True,
+        )
+    waitress_serve(app, **options)
+
+
+if __name__ == "__main__":
+    serve()
