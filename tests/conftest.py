@@ -1,0 +1,204 @@
+"""Fixtures: the app with a clock we move, its client and CLI runner, and "pay an order"."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from html import unescape
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+import requests
+
+from gateway import chronopay, create_app
+from gateway.signing import make_link
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOW = 1_764_300_000.0
+SECRETS = {
+    "SECRET_KEY": "test-secret-key-0123456789abcdef0123456789",
+    "CABINET_SECRET": "test-cabinet-secret-0123456789abcdef012345",
+    "CHRONOPAY_SHARED_SECRET": "test-chronopay-sharedsec-0123456789abcdef",
+}
+PRODUCT = "001234-0001-0001"
+
+
+class Clock:
+    """A clock the tests move by hand."""
+
+    def __init__(self, now=NOW):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def config(tmp_path, clock):
+    return dict(
+        SECRETS,
+        TESTING=True,
+        CLOCK=clock,
+        DATABASE_URL=f"sqlite:///{tmp_path}/gateway.sqlite3",
+        PUBLIC_URL="https://pay.test",
+        CABINET_URL="https://cabinet.test/",
+        CHRONOPAY_URL="https://payments.chronopay.com/",
+        CHRONOPAY_PRODUCT_ID=PRODUCT,
+        CHRONOPAY_CALLBACK_IPS=["127.0.0.1"],
+        BILLING_URL="https://billing.test/hook",
+        BILLING_WORKER=False,
+    )
+
+
+@pytest.fixture
+def app(config):
+    app = create_app(config)
+    yield app
+    app.extensions["store"].close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def store(app):
+    return app.extensions["store"]
+
+
+def link(app, login="dem001", account="6", amount="1000.00", expires=None, tamper=None):
+    """A signed cabinet link for the app, as the cabinet makes it; tamper edits it after."""
+    expires = int(app.extensions["clock"]() + 600) if expires is None else expires
+    query = make_link(app.config["CABINET_SECRET"], login, account, amount, expires)
+    query.update(tamper or {})
+    return "/pay?" + urlencode(query)
+
+
+def hidden(html, name):
+    """The value of a named input in a page."""
+    match = re.search(rf'name="{name}"[^>]*value="([^"]*)"', html) or re.search(
+        rf'value="([^"]*)"[^>]*name="{name}"', html)
+    assert match, f"no input {name!r} in page"
+    return unescape(match.group(1))
+
+
+def confirm_page(client, app, amount="1000.00"):
+    """Open a link that carries an amount; returns the confirmation page's form fields."""
+    page = client.get(link(app, amount=amount)).get_data(as_text=True)
+    return {"csrf_token": hidden(page, "csrf_token"), "token": hidden(page, "token")}
+
+
+def hand_off(client, app, amount="1000.00"):
+    """Confirm a payment; returns ChronoPay's query as a dict of single values."""
+    response = client.post("/pay/confirm", data=confirm_page(client, app, amount))
+    assert response.status_code == 303, response.get_data(as_text=True)
+    location = response.headers["Location"]
+    assert location.startswith(app.config["CHRONOPAY_URL"])
+    return {key: values[0] for key, values in parse_qs(urlsplit(location).query).items()}
+
+
+def callback_fields(app, query, transaction_id="70001", transaction_type="Purchase",
+                    total=None, **override):
+    """A callback ChronoPay would send for a hand-off query, correctly signed."""
+    total = query["product_price"] if total is None else total
+    fields = {
+        "transaction_type": transaction_type, "transaction_id": transaction_id,
+        "customer_id": "c-42", "total": total, "currency": "RUB",
+        "order_id": query["order_id"], "product_id": query["product_id"], "site_id": "1",
+        "email": "payer@example.ru", "country": "RUS", "creditcardnumber": "411111XXXXXX1111",
+    }
+    fields.update(override)
+    fields["sign"] = chronopay.callback_sign(
+        app.config["CHRONOPAY_SHARED_SECRET"], fields["customer_id"], fields["transaction_id"],
+        fields["transaction_type"], fields["total"])
+    return fields
+
+
+def send_callback(client, fields, remote="127.0.0.1"):
+    return client.post("/chronopay/callback", data=fields,
+                       environ_base={"REMOTE_ADDR": remote})
+
+
+def pay_order(client, app, amount="1000.00", transaction_id="70001"):
+    """Hand off and have ChronoPay call back a purchase; returns the hand-off query."""
+    query = hand_off(client, app, amount)
+    response = send_callback(client, callback_fields(app, query, transaction_id))
+    assert response.status_code == 200
+    return query
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """The gateway as ops run it: `python wsgi.py` under waitress on a loopback port."""
+
+    def __init__(self, tmp_path, env=None, config_file="config.sandbox.py"):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp_path / f"server-{self.port}.log"
+        self.env = dict(
+            os.environ,
+            GATEWAY_CONFIG=os.path.join(ROOT, config_file),
+            GATEWAY_PUBLIC_URL=self.url,
+            GATEWAY_CHRONOPAY_URL=self.url + "/sandbox/chronopay/",
+            GATEWAY_CABINET_URL=self.url + "/sandbox/cabinet/",
+            GATEWAY_BILLING_URL=self.url + "/sandbox/billing/",
+            GATEWAY_DATABASE_URL=f"sqlite:///{tmp_path}/live.sqlite3",
+            LISTEN=f"127.0.0.1:{self.port}",
+            PYTHONUNBUFFERED="1",
+        )
+        self.env.update(env or {})
+        self.process = None
+
+    def start(self):
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "wsgi.py")], cwd=ROOT, env=self.env,
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()}")
+            try:
+                requests.get(self.url + "/sandbox/cabinet/", timeout=1)
+                return self
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("server did not start")
+
+    def stop(self, kill=False):
+        if self.process and self.process.poll() is None:
+            self.process.kill() if kill else self.process.terminate()
+            self.process.wait(10)
+        self.log.close()
+
+    def output(self):
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def live_server(tmp_path):
+    server = LiveServer(tmp_path).start()
+    yield server
+    server.stop()

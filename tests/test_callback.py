@@ -1,0 +1,150 @@
+"""POST /chronopay/callback: every rejection, duplicates and the journal."""
+
+import logging
+
+import pytest
+from conftest import callback_fields, hand_off, pay_order, send_callback
+
+
+def journal(store):
+    return store.read().callbacks()
+
+
+def test_valid_purchase_pays_the_order_once(client, app, store):
+    query = hand_off(client, app)
+    response = send_callback(client, callback_fields(app, query))
+    assert response.status_code == 200 and response.get_data(as_text=True) == "OK"
+    order = store.read().order(query["order_id"])
+    assert order["status"] == "paid" and order["transaction_id"] == "70001"
+    assert [row["verdict"] for row in journal(store)] == ["applied"]
+
+
+def test_duplicate_callback_credits_once(client, app, store):
+    query = pay_order(client, app)
+    paid_at = store.read().order(query["order_id"])["paid_at"]
+    for _ in range(3):
+        assert send_callback(client, callback_fields(app, query)).status_code == 200
+    order = store.read().order(query["order_id"])
+    assert order["status"] == "paid" and order["paid_at"] == paid_at
+    assert [r["verdict"] for r in journal(store)] == ["duplicate"] * 3 + ["applied"]
+    assert store.read().count("transactions") == 1
+
+
+def test_callback_from_a_foreign_address_is_403_and_journaled(client, app, store):
+    query = hand_off(client, app)
+    response = send_callback(client, callback_fields(app, query), remote="10.1.2.3")
+    assert response.status_code == 403
+    assert store.read().order(query["order_id"])["status"] == "pending"
+    row = journal(store)[0]
+    assert row["verdict"] == "forbidden_ip" and row["remote_addr"] == "10.1.2.3"
+
+
+def test_bad_sign_is_403_and_changes_nothing(client, app, store):
+    query = hand_off(client, app)
+    fields = callback_fields(app, query)
+    fields["sign"] = "0" * 32
+    assert send_callback(client, fields).status_code == 403
+    assert store.read().order(query["order_id"])["status"] == "pending"
+    assert journal(store)[0]["verdict"] == "bad_sign"
+
+
+def test_empty_or_non_form_callback_is_403(client, store):
+    assert client.post("/chronopay/callback").status_code == 403
+    assert client.post("/chronopay/callback", json={"a": 1}).status_code == 403
+    assert [r["verdict"] for r in journal(store)] == ["malformed", "malformed"]
+
+
+@pytest.mark.parametrize("override, reason", [
+    ({"total": "999.00"}, "total"),
+    ({"currency": "USD"}, "currency"),
+    ({"product_id": "999999-0001-0001"}, "product_id"),
+    ({"transaction_type": "Rebill"}, "unknown transaction type"),
+])
+def test_mismatch_is_200_review_one_error_line(client, app, store, caplog, override, reason):
+    query = hand_off(client, app)
+    with caplog.at_level(logging.INFO, logger="gateway.payments"):
+        response = send_callback(client, callback_fields(app, query, **override))
+    assert response.status_code == 200
+    order = store.read().order(query["order_id"])
+    assert order["status"] == "pending" and reason in order["review"]
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and reason in errors[0].getMessage()
+    assert journal(store)[0]["verdict"] == "review"
+    # ...and a later, correct purchase does not pay an order under review.
+    send_callback(client, callback_fields(app, query, transaction_id="70002"))
+    assert store.read().order(query["order_id"])["status"] == "pending"
+
+
+def test_unknown_order_is_200_and_journaled(client, app, store):
+    query = hand_off(client, app)
+    response = send_callback(client, callback_fields(app, query, order_id="nope"))
+    assert response.status_code == 200
+    assert journal(store)[0]["verdict"] == "review"
+    assert store.read().order(query["order_id"])["status"] == "pending"
+
+
+def test_captured_callback_cannot_pay_another_order(client, app, store):
+    victim = pay_order(client, app, "1000.00")
+    mine = hand_off(client, app, "1000.00")
+    stolen = callback_fields(app, victim)
+    stolen["order_id"] = mine["order_id"]  # order_id is not covered by the sign
+    assert send_callback(client, stolen).status_code == 200
+    assert store.read().order(mine["order_id"])["status"] == "pending"
+    assert store.read().order(mine["order_id"])["review"] is None
+    assert journal(store)[0]["verdict"] == "replay"
+
+
+def test_captured_callback_with_other_unsigned_fields_gains_nothing(client, app, store):
+    query = pay_order(client, app)
+    for override in ({"currency": "USD"}, {"product_id": "x"}, {"cs1": "evil"},
+                     {"email": "a@b"}, {"extra": "1"}):
+        fields = callback_fields(app, query, **override)
+        assert send_callback(client, fields).status_code == 200
+    assert store.read().count("transactions") == 1
+    order = store.read().order(query["order_id"])
+    assert order["status"] == "paid" and order["review"] is None
+
+
+def test_second_distinct_purchase_of_a_paid_order_is_review(client, app, store):
+    query = pay_order(client, app)
+    send_callback(client, callback_fields(app, query, transaction_id="70002"))
+    order = store.read().order(query["order_id"])
+    assert order["status"] == "paid" and order["transaction_id"] == "70001"
+    assert "paid order" in order["review"]
+
+
+def test_refund_after_payment(client, app, store):
+    query = pay_order(client, app)
+    send_callback(client, callback_fields(app, query, "80001", "Refund"))
+    assert store.read().order(query["order_id"])["status"] == "refunded"
+
+
+def test_journal_keeps_the_raw_body_with_unknown_fields(client, app, store):
+    query = hand_off(client, app)
+    send_callback(client, callback_fields(app, query, zz_new_field="значение"))
+    body = journal(store)[0]["body"]
+    assert "zz_new_field=" in body and "transaction_id=70001" in body
+
+
+def test_logs_never_carry_the_sign_or_secret(client, app, caplog):
+    query = hand_off(client, app)
+    fields = callback_fields(app, query, total="1.00")
+    with caplog.at_level(logging.DEBUG):
+        send_callback(client, fields)
+        bad = dict(fields, sign="a" * 32)
+        send_callback(client, bad)
+    text = caplog.text
+    assert fields["sign"] not in text and "a" * 32 not in text
+    assert app.config["CHRONOPAY_SHARED_SECRET"] not in text
+
+
+def test_callback_by_get_is_not_allowed(client):
+    response = client.get("/chronopay/callback")
+    assert response.status_code == 405
+    assert response.headers["Content-Type"].startswith("text/plain")
+
+
+def test_oversize_callback_is_refused_plainly(client):
+    response = client.post("/chronopay/callback", data={"x": "a" * 100_000},
+                           environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    assert response.status_code == 413

@@ -1,0 +1,118 @@
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway import chronopay
+from gateway.errors import CallbackRejected
+
+
+def test_request_sign_with_order_id_matches_hand_worked_vector():
+    # printf '%s' 001234-0001-0001-1000.00-20261128-abc-sharedsec | md5sum
+    assert chronopay.request_sign("001234-0001-0001", "1000.00", "20261128-abc", "sharedsec",
+                                  True) == "05f61a37ece4f2ee578b0d04af8565ca"
+
+
+def test_request_sign_without_order_id_matches_hand_worked_vector():
+    # printf '%s' 001234-0001-0001-1000.00-sharedsec | md5sum
+    assert chronopay.request_sign("001234-0001-0001", "1000.00", "20261128-abc", "sharedsec",
+                                  False) == "1b12ac51dbd5868bc622a59ee768b0b4"
+
+
+def test_callback_sign_puts_the_secret_first_without_separators():
+    # printf '%s' sharedsec0012345678Purchase1000.00 | md5sum
+    assert chronopay.callback_sign("sharedsec", "001", "2345678", "Purchase", "1000.00") == (
+        "b2e10ab6684ed615f0cb2d8e2b96a61b")
+
+
+def test_the_two_recipes_differ():
+    assert chronopay.request_sign("a", "b", "c", "s") != chronopay.callback_sign(
+        "s", "a", "b", "c", "")
+
+
+def test_handoff_url_percent_encodes_every_value():
+    fields = chronopay.handoff_fields(
+        product_id="001234-0001-0001", price="1000.00", order_id="20261128-abc",
+        product_name="Пополнение лицевого счета 6", secret="sharedsec", sign_order_id=True,
+        urls={"cb_url": "https://pay.test/chronopay/callback",
+              "success_url": "https://pay.test/pay/success/a.b?x=1&y=2",
+              "decline_url": "https://pay.test/pay/decline/a.b"})
+    url = chronopay.handoff_url("https://payments.chronopay.com/", fields)
+    assert url.startswith("https://payments.chronopay.com/?product_id=001234-0001-0001&")
+    assert "success_url=https%3A%2F%2Fpay.test%2Fpay%2Fsuccess%2Fa.b%3Fx%3D1%26y%3D2" in url
+    query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    assert query == fields
+    assert query["sign"] == "05f61a37ece4f2ee578b0d04af8565ca"
+    assert query["cb_type"] == "P" and query["language"] == "ru"
+    assert query["product_price_currency"] == "RUB"
+
+
+def signed_form(secret="sharedsec", **override):
+    fields = {"customer_id": "001", "transaction_id": "2345678",
+              "transaction_type": "Purchase", "total": "1000.00", "order_id": "o1",
+              "product_id": "p", "currency": "RUB", "unknown_field": "kept"}
+    fields.update(override)
+    fields.setdefault("sign", chronopay.callback_sign(
+        secret, fields["customer_id"], fields["transaction_id"], fields["transaction_type"],
+        fields["total"]))
+    return {key: [value] for key, value in fields.items()}
+
+
+def test_valid_callback_keeps_unknown_fields():
+    cb = chronopay.verify_callback(signed_form(), "sharedsec")
+    assert (cb.transaction_id, cb.total, cb.order_id) == ("2345678", "1000.00", "o1")
+    assert cb.fields["unknown_field"] == "kept"
+
+
+@pytest.mark.parametrize("field, value", [
+    ("customer_id", "002"), ("transaction_id", "2345679"), ("transaction_type", "purchase"),
+    ("total", "1000.0"), ("total", "10000.00"),
+])
+def test_altering_a_signed_field_breaks_the_sign(field, value):
+    form = signed_form()
+    form[field] = [value]
+    with pytest.raises(CallbackRejected) as exc:
+        chronopay.verify_callback(form, "sharedsec")
+    assert exc.value.verdict == "bad_sign"
+
+
+def test_request_recipe_sign_is_not_accepted_on_a_callback():
+    sign = chronopay.request_sign("p", "1000.00", "o1", "sharedsec")
+    with pytest.raises(CallbackRejected):
+        chronopay.verify_callback(signed_form(sign=sign), "sharedsec")
+
+
+def test_upper_case_sign_is_refused():
+    form = signed_form()
+    form["sign"] = [form["sign"][0].upper()]
+    with pytest.raises(CallbackRejected):
+        chronopay.verify_callback(form, "sharedsec")
+
+
+@pytest.mark.parametrize("missing", ["customer_id", "transaction_id", "transaction_type",
+                                     "total", "sign"])
+def test_missing_signed_field_is_malformed(missing):
+    form = signed_form()
+    del form[missing]
+    with pytest.raises(CallbackRejected) as exc:
+        chronopay.verify_callback(form, "sharedsec")
+    assert exc.value.verdict == "malformed"
+
+
+def test_repeated_field_is_refused():
+    form = signed_form()
+    form["order_id"] = ["o1", "o2"]
+    with pytest.raises(CallbackRejected):
+        chronopay.verify_callback(form, "sharedsec")
+
+
+@given(st.sampled_from(["customer_id", "transaction_id", "transaction_type", "total"]),
+       st.text(min_size=1, max_size=20))
+def test_any_change_to_a_signed_field_is_rejected(field, value):
+    form = signed_form()
+    if form[field] == [value]:
+        return
+    form[field] = [value]
+    with pytest.raises(CallbackRejected):
+        chronopay.verify_callback(form, "sharedsec")

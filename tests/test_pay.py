@@ -1,0 +1,209 @@
+"""The subscriber's pages through the test client, with CSRF on."""
+
+import pytest
+from conftest import callback_fields, confirm_page, hand_off, hidden, link, send_callback
+
+from gateway import chronopay
+
+
+def test_link_without_amount_asks_for_the_amount(client, app):
+    response = client.get(link(app, amount=None))
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert "Платеж в системе ChronoPay" in page and "Лицевой счет" in page
+    assert "Новый платеж" in page and 'inputmode="decimal"' in page
+    assert "От 10,00 до 15\u00a0000,00 руб." in page.replace("&nbsp;", "\u00a0")
+
+
+def test_link_with_amount_shows_the_confirmation(client, app):
+    page = client.get(link(app, amount="1000.00")).get_data(as_text=True)
+    assert "Параметр" in page and "Значение" in page and "Заплатить" in page
+    assert "1\u00a0000,00 руб." in page and "https" in page
+
+
+@pytest.mark.parametrize("typed, shown", [("1 000,50", "1\u00a0000,50"), ("250", "250,00")])
+def test_typed_amount_leads_to_confirmation(client, app, typed, shown):
+    page = client.get(link(app, amount=None)).get_data(as_text=True)
+    response = client.post("/pay/amount", data={
+        "csrf_token": hidden(page, "csrf_token"), "ticket": hidden(page, "ticket"),
+        "amount": typed})
+    assert response.status_code == 200
+    assert f"{shown} руб." in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("typed, message", [
+    ("5", "Сумма должна быть от 10,00"), ("abc", "Введите сумму цифрами"),
+    ("", "Введите сумму"), ("100.555", "Введите сумму цифрами"),
+])
+def test_wrong_amount_shows_the_form_again_with_a_message(client, app, typed, message):
+    page = client.get(link(app, amount=None)).get_data(as_text=True)
+    response = client.post("/pay/amount", data={
+        "csrf_token": hidden(page, "csrf_token"), "ticket": hidden(page, "ticket"),
+        "amount": typed})
+    assert response.status_code == 422
+    body = response.get_data(as_text=True)
+    assert message in body and 'aria-invalid="true"' in body and "Заплатить" not in body
+
+
+def test_out_of_range_amount_in_a_link_asks_again(client, app):
+    page = client.get(link(app, amount="20000.00")).get_data(as_text=True)
+    assert "Сумма должна быть от" in page and "Новый платеж" in page
+
+
+def test_forged_ticket_is_refused(client, app):
+    page = client.get(link(app, amount=None)).get_data(as_text=True)
+    response = client.post("/pay/amount", data={
+        "csrf_token": hidden(page, "csrf_token"), "ticket": "forged.ticket",
+        "amount": "100"})
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize("field, value", [
+    ("login", "dem002"), ("account", "7"), ("amount", "1.00"), ("sig", "f" * 64),
+    ("sig", ""), ("expires", "abc"),
+])
+def test_tampered_link_gets_a_russian_403_and_creates_nothing(client, app, store, field,
+                                                               value):
+    response = client.get(link(app, tamper={field: value}))
+    assert response.status_code == 403
+    page = response.get_data(as_text=True)
+    assert "Ссылка недействительна" in page and "https://cabinet.test/" in page
+    assert store.read().count("orders") == 0
+
+
+def test_expired_link_gets_410(client, app, clock):
+    url = link(app)
+    clock.advance(601)
+    response = client.get(url)
+    assert response.status_code == 410 and "Срок действия ссылки" in response.get_data(
+        as_text=True)
+
+
+def test_link_from_the_future_is_refused(client, app, clock):
+    response = client.get(link(app, expires=int(clock() + 1801)))
+    assert response.status_code == 403
+
+
+def test_confirm_without_csrf_creates_nothing(client, app, store):
+    fields = confirm_page(client, app)
+    response = client.post("/pay/confirm", data={"token": fields["token"]})
+    assert response.status_code == 400 and "Location" not in response.headers
+    assert store.read().count("orders") == 0
+
+
+def test_confirm_by_get_is_not_allowed(client, app, store):
+    fields = confirm_page(client, app)
+    response = client.get("/pay/confirm", query_string=fields)
+    assert response.status_code == 405 and store.read().count("orders") == 0
+
+
+def test_confirm_hands_off_to_chronopay_with_a_signed_query(client, app, store):
+    query = hand_off(client, app, "1000.00")
+    assert query["product_id"] == "001234-0001-0001"
+    assert query["product_price"] == "1000.00" and query["product_price_currency"] == "RUB"
+    assert query["cb_url"] == "https://pay.test/chronopay/callback" and query["cb_type"] == "P"
+    assert query["success_url"].startswith("https://pay.test/pay/success/")
+    assert query["decline_url"].startswith("https://pay.test/pay/decline/")
+    assert query["language"] == "ru" and "лицевого счета 6" in query["product_name"]
+    assert query["sign"] == chronopay.request_sign(
+        "001234-0001-0001", "1000.00", query["order_id"], app.config["CHRONOPAY_SHARED_SECRET"])
+    order = store.read().order(query["order_id"])
+    assert (order["status"], order["login"], order["account"], order["amount"]) == (
+        "pending", "dem001", "6", "1000.00")
+
+
+def test_sign_without_order_id_when_configured(config, tmp_path):
+    from gateway import create_app
+
+    app = create_app(dict(config, CHRONOPAY_SIGN_ORDER_ID=False))
+    query = hand_off(app.test_client(), app)
+    assert query["sign"] == chronopay.request_sign(
+        "001234-0001-0001", "1000.00", query["order_id"], app.config["CHRONOPAY_SHARED_SECRET"],
+        sign_order_id=False)
+
+
+def test_double_click_creates_one_order(client, app, store):
+    fields = confirm_page(client, app)
+    first = client.post("/pay/confirm", data=fields)
+    second = client.post("/pay/confirm", data=fields)
+    assert first.headers["Location"] == second.headers["Location"]
+    assert store.read().count("orders") == 1
+
+
+def test_resubmitting_a_paid_confirmation_shows_the_result(client, app, store):
+    fields = confirm_page(client, app)
+    query = hand_off_with(client, fields)
+    send_callback(client, callback_fields(app, query))
+    again = client.post("/pay/confirm", data=fields)
+    assert again.headers["Location"].startswith("https://pay.test/pay/success/")
+    assert store.read().count("orders") == 1
+
+
+def hand_off_with(client, fields):
+    from urllib.parse import parse_qs, urlsplit
+
+    location = client.post("/pay/confirm", data=fields).headers["Location"]
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+def result_path(url):
+    return url.replace("https://pay.test", "")
+
+
+def test_return_page_waits_then_shows_paid(client, app):
+    query = hand_off(client, app)
+    waiting = client.get(result_path(query["success_url"]))
+    page = waiting.get_data(as_text=True)
+    assert "Ожидаем подтверждение от ChronoPay" in page
+    assert '<meta http-equiv="refresh"' in page
+    send_callback(client, callback_fields(app, query))
+    page = client.get(result_path(query["success_url"])).get_data(as_text=True)
+    assert "Платеж принят" in page and "refresh" not in page
+
+
+def test_decline_page_says_it_failed_and_changes_nothing(client, app, store):
+    query = hand_off(client, app)
+    page = client.get(result_path(query["decline_url"])).get_data(as_text=True)
+    assert "Платеж не прошел" in page
+    assert store.read().order(query["order_id"])["status"] == "pending"
+
+
+def test_return_page_by_post_is_read_only(client, app, store):
+    query = hand_off(client, app)
+    response = client.post(result_path(query["success_url"]), data={"status": "paid"})
+    assert response.status_code == 303
+    assert store.read().order(query["order_id"])["status"] == "pending"
+
+
+def test_nobody_reads_an_order_by_its_bare_id(client, app):
+    query = hand_off(client, app)
+    for path in (f"/pay/success/{query['order_id']}", "/pay/success/x.y",
+                 "/pay/success/" + result_path(query["success_url"]).split("/")[-1][:-2]):
+        response = client.get(path)
+        assert response.status_code == 403
+        assert query["order_id"] not in response.get_data(as_text=True)
+
+
+def test_unknown_page_is_a_russian_404(client):
+    response = client.get("/nowhere")
+    assert response.status_code == 404 and "Страница не найдена" in response.get_data(
+        as_text=True)
+
+
+def test_every_answer_carries_the_security_headers(client, app):
+    for response in (client.get(link(app)), client.get("/nowhere"),
+                     client.post("/chronopay/callback")):
+        headers = response.headers
+        assert "form-action 'self' https://payments.chronopay.com" in headers[
+            "Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["Cache-Control"] == "no-store"
+        assert headers["Referrer-Policy"] == "same-origin"
+        assert "max-age" in headers["Strict-Transport-Security"]
+
+
+def test_session_cookie_is_secure_httponly_lax(client, app):
+    response = client.get(link(app, amount=None))
+    cookie = response.headers["Set-Cookie"]
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie

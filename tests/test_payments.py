@@ -1,0 +1,108 @@
+"""The state machine of orders, without a server or a database."""
+
+import pytest
+
+from gateway.chronopay import Callback
+from gateway.payments import decide, result_state
+
+
+def order(status="pending", review=None, amount="1000.00"):
+    return {"order_id": "o1", "status": status, "review": review, "amount": amount}
+
+
+def cb(transaction_type="Purchase", total="1000.00", currency="RUB", product_id="p",
+       order_id="o1"):
+    return Callback("c", "t1", transaction_type, total, order_id, product_id, currency)
+
+
+@pytest.mark.parametrize("ttype", ["Purchase", "onetime", "initial"])
+def test_purchase_pays_a_pending_order(ttype):
+    decision = decide(order(), None, cb(ttype), "p")
+    assert (decision.verdict, decision.status, decision.effect) == ("applied", "paid", "paid")
+
+
+def test_purchase_pays_an_order_declined_before():
+    assert decide(order("declined"), None, cb(), "p").status == "paid"
+
+
+def test_repeat_of_the_same_transaction_changes_nothing():
+    decision = decide(order("paid"), {"order_id": "o1"}, cb(), "p")
+    assert decision.verdict == "duplicate" and decision.status is None and not decision.record
+
+
+def test_a_transaction_moved_to_another_order_is_a_replay():
+    decision = decide(order(), {"order_id": "o0"}, cb(), "p")
+    assert decision.verdict == "replay" and decision.status is None and decision.review is None
+
+
+def test_second_purchase_of_a_paid_order_asks_review_not_credit():
+    decision = decide(order("paid"), None, cb(), "p")
+    assert decision.verdict == "review" and decision.status is None and decision.effect is None
+
+
+@pytest.mark.parametrize("kwargs, reason", [
+    ({"total": "999.99"}, "total"),
+    ({"total": "1000.001"}, "total is not an amount"),
+    ({"total": "1e3"}, "total is not an amount"),
+    ({"currency": "USD"}, "currency"),
+    ({"product_id": "other"}, "product_id"),
+    ({"transaction_type": "Rebill"}, "unknown transaction type"),
+    ({"transaction_type": "Bonus"}, "unknown transaction type"),
+])
+def test_mismatch_marks_for_review_and_never_pays(kwargs, reason):
+    decision = decide(order(), None, cb(**kwargs), "p")
+    assert decision.verdict == "review" and decision.status is None and decision.effect is None
+    assert reason in decision.review
+
+
+@pytest.mark.parametrize("currency", ["RUB", "rub", "Rub"])
+def test_currency_in_any_case_is_rubles(currency):
+    assert decide(order(), None, cb(currency=currency), "p").status == "paid"
+
+
+def test_total_equal_as_decimal_pays():
+    assert decide(order(), None, cb(total="1000"), "p").status == "paid"
+
+
+def test_order_under_review_is_never_paid():
+    decision = decide(order(review="total differs"), None, cb(), "p")
+    assert decision.verdict == "review" and decision.status is None
+
+
+def test_unknown_order_is_review():
+    decision = decide(None, None, cb(), "p")
+    assert decision.verdict == "review" and not decision.record
+
+
+@pytest.mark.parametrize("ttype, start, end", [
+    ("Refund", "paid", "refunded"), ("refund", "paid", "refunded"),
+    ("chargeback", "paid", "chargeback"), ("chargeback", "refunded", "chargeback"),
+    ("decline", "pending", "declined"),
+])
+def test_reversals_and_declines_move_the_order(ttype, start, end):
+    assert decide(order(start), None, cb(ttype), "p").status == end
+
+
+@pytest.mark.parametrize("ttype, start", [
+    ("Refund", "pending"), ("Refund", "refunded"), ("chargeback", "pending"),
+    ("Refund", "declined"),
+])
+def test_reversal_of_an_unpaid_order_asks_review(ttype, start):
+    decision = decide(order(start), None, cb(ttype), "p")
+    assert decision.verdict == "review" and decision.status is None
+
+
+@pytest.mark.parametrize("ttype, start", [("decline", "paid"), ("cancel", "pending"),
+                                          ("expire", "paid")])
+def test_neutral_types_change_nothing(ttype, start):
+    decision = decide(order(start), None, cb(ttype), "p")
+    assert decision.verdict == "ignored" and decision.status is None
+
+
+@pytest.mark.parametrize("status, review, outcome, state", [
+    ("paid", None, "decline", "paid"), ("pending", None, "success", "waiting"),
+    ("pending", None, "decline", "failed"), ("declined", None, "success", "failed"),
+    ("refunded", None, "success", "reversed"), ("pending", "x", "success", "review"),
+])
+def test_result_page_state(status, review, outcome, state):
+    assert result_state(order(status, review), outcome) == state

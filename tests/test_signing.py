@@ -1,0 +1,124 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.errors import LinkExpired, LinkInvalid
+from gateway.signing import PageTokens, link_sig, make_link, verify_link
+
+SECRET = "cabinet-secret"
+NOW = 1764300000 - 600
+
+
+def args(query):
+    return {key: [value] for key, value in query.items()}
+
+
+def test_link_signature_matches_hand_worked_vectors():
+    # printf 'dem001\n6\n1000.00\n1764300000' | openssl dgst -sha256 -hmac cabinet-secret
+    assert link_sig(SECRET, "dem001", "6", "1000.00", 1764300000) == (
+        "3940104bb00b50a89cbe7510cf39474953c0d98e82f95af6901fa8a4bbe11f8e")
+    # without an amount the line is empty: 'dem001\n6\n\n1764300000'
+    assert link_sig(SECRET, "dem001", "6", None, 1764300000) == (
+        "c784da1aa2bbbc86c52ec1681ee56fc3090c04c5743919ccc81b6763bf8d4595")
+
+
+def test_valid_link_yields_its_fields():
+    query = make_link(SECRET, "dem001", "6", "1000.00", 1764300000)
+    got = verify_link(args(query), SECRET, NOW, 1800)
+    assert (got.login, got.account, got.amount) == ("dem001", "6", "1000.00")
+
+
+def test_link_without_amount_is_valid():
+    query = make_link(SECRET, "dem001", "6", None, 1764300000)
+    assert "amount" not in query
+    assert verify_link(args(query), SECRET, NOW, 1800).amount is None
+
+
+@pytest.mark.parametrize("field, value", [
+    ("login", "dem002"), ("account", "7"), ("amount", "1000.01"), ("expires", "1764300001"),
+    ("sig", "0" * 64),
+])
+def test_each_edited_field_breaks_the_link(field, value):
+    query = make_link(SECRET, "dem001", "6", "1000.00", 1764300000)
+    query[field] = value
+    with pytest.raises(LinkInvalid):
+        verify_link(args(query), SECRET, NOW, 1800)
+
+
+def test_dropping_the_amount_breaks_the_link():
+    query = make_link(SECRET, "dem001", "6", "1000.00", 1764300000)
+    del query["amount"]
+    with pytest.raises(LinkInvalid):
+        verify_link(args(query), SECRET, NOW, 1800)
+
+
+def test_link_signed_with_another_key_is_refused():
+    query = make_link("another-secret", "dem001", "6", "1000.00", 1764300000)
+    with pytest.raises(LinkInvalid):
+        verify_link(args(query), SECRET, NOW, 1800)
+
+
+def test_expired_by_one_second_is_expired_not_invalid():
+    query = make_link(SECRET, "dem001", "6", None, NOW - 1)
+    with pytest.raises(LinkExpired):
+        verify_link(args(query), SECRET, NOW, 1800)
+    assert verify_link(args(make_link(SECRET, "dem001", "6", None, NOW)), SECRET, NOW, 1800)
+
+
+def test_link_from_too_far_in_the_future_is_refused():
+    with pytest.raises(LinkInvalid):
+        verify_link(args(make_link(SECRET, "dem001", "6", None, NOW + 1801)), SECRET, NOW, 1800)
+    assert verify_link(args(make_link(SECRET, "dem001", "6", None, NOW + 1800)), SECRET, NOW,
+                       1800)
+
+
+@pytest.mark.parametrize("login, account", [
+    ("", "6"), ("a" * 65, "6"), ("dem 001", "6"), ("dem001\n", "6"), ("дем001", "6"),
+    ("dem001", ""), ("dem001", "6a"), ("dem001", "1" * 21), ("dem001", "-6"), ("dem001", "٦"),
+])
+def test_malformed_login_or_account_is_refused_even_if_signed(login, account):
+    query = make_link(SECRET, login, account, None, 1764300000)
+    with pytest.raises(LinkInvalid):
+        verify_link(args(query), SECRET, NOW, 1800)
+
+
+def test_repeated_parameter_is_refused():
+    query = args(make_link(SECRET, "dem001", "6", "1000.00", 1764300000))
+    query["amount"] = ["1000.00", "1.00"]
+    with pytest.raises(LinkInvalid):
+        verify_link(query, SECRET, NOW, 1800)
+
+
+@pytest.mark.parametrize("missing", ["login", "account", "expires", "sig"])
+def test_missing_field_is_refused(missing):
+    query = make_link(SECRET, "dem001", "6", None, 1764300000)
+    del query[missing]
+    with pytest.raises(LinkInvalid):
+        verify_link(args(query), SECRET, NOW, 1800)
+
+
+@given(st.text(min_size=1, max_size=1), st.sampled_from(["login", "account", "amount",
+                                                        "expires", "sig"]))
+def test_any_single_character_change_is_caught(char, field):
+    query = make_link(SECRET, "dem001", "6", "1000.00", 1764300000)
+    original = query[field]
+    query[field] = original[:-1] + char
+    if query[field] == original:
+        return
+    with pytest.raises((LinkInvalid, LinkExpired)):
+        verify_link(args(query), SECRET, NOW, 1800)
+
+
+def test_page_tokens_are_bound_to_their_purpose_and_lifetime():
+    clock = [1000.0]
+    tokens = PageTokens("k" * 32, 60, lambda: clock[0])
+    token = tokens.dumps("ticket", {"l": "dem001"})
+    assert tokens.loads("ticket", token) == {"l": "dem001"}
+    with pytest.raises(LinkInvalid):
+        tokens.loads("confirm", token)
+    clock[0] += 61
+    with pytest.raises(LinkExpired):
+        tokens.loads("ticket", token)
+    assert tokens.loads("ticket", token, max_age=None) == {"l": "dem001"}
+    with pytest.raises(LinkInvalid):
+        tokens.loads("ticket", token[:-2])
