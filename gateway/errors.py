@@ -58,6 +58,12 @@ class CallbackRejected(GatewayError):
         self.reason = reason
 
 
+class WebhookInvalid(GatewayError):
+    """A received webhook call is unsigned, badly signed or too old."""
+
+    status = 401
+
+
 class TransportError(GatewayError):
     """An outbound call got no HTTP answer: refused, reset, timed out or malformed."""
 
