@@ -5,13 +5,17 @@ import os
 import sqlite3
 import time
 
+import click
 from flask import Flask, current_app, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
+from . import billing
 from . import config as config_layers
 from .db import Store
+from .delivery import Deliverer
 from .errors import GatewayError
+from .http import HttpClient
 from .signing import PageTokens
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,15 +42,27 @@ def create_app(test_config=None):
     app.extensions["tokens"] = PageTokens(app.config["SECRET_KEY"], app.config["LINK_MAX_AGE"],
                                           clock)
     csrf.init_app(app)
+    app.extensions["http"] = http = HttpClient(timeout=app.config["BILLING_TIMEOUT"])
+    if app.config.get("BILLING_SECRET") and app.config.get("BILLING_URL"):
+        app.extensions["deliverer"] = deliverer = Deliverer(
+            store, http, url=app.config["BILLING_URL"],
+            keys=billing.parse_secrets(app.config["BILLING_SECRET"]), clock=clock,
+            retry_base=app.config["BILLING_RETRY_BASE"], timeout=app.config["BILLING_TIMEOUT"],
+        )
+        # The flask CLI builds the app too; only a serving process runs the worker thread
+        # (ops run `flask --app gateway deliver` for a separate one).
+        if app.config["BILLING_WORKER"] and click.get_current_context(silent=True) is None:
+            deliverer.start()
 
     from . import callback, cli, pay
 
     app.register_blueprint(pay.bp)
     app.register_blueprint(callback.bp)
     if app.config["SANDBOX"]:
-        from . import sandbox
+        from . import sandbox, sandbox_billing
 
         app.register_blueprint(sandbox.bp)
+        app.register_blueprint(sandbox_billing.bp)
     cli.register(app)
     register_handlers(app)
     app.after_request(secure_headers)

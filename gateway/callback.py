@@ -29,6 +29,9 @@ def receive():
         payments.reject(store, payments.journal_entry(now, remote, body, exc.verdict,
                                                       exc.reason, fields=fields))
         return "403 Forbidden\n", 403, PLAIN
-    payments.apply_callback(store, cb, product_id=cfg["CHRONOPAY_PRODUCT_ID"], now=now,
-                            remote_addr=remote, body=body)
+    decision = payments.apply_callback(
+        store, cb, product_id=cfg["CHRONOPAY_PRODUCT_ID"], now=now, remote_addr=remote,
+        body=body, retry_for=cfg["BILLING_RETRY_FOR"])
+    if decision.effect and "deliverer" in current_app.extensions:
+        current_app.extensions["deliverer"].wake()
     return "OK", 200, PLAIN

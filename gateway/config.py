@@ -28,9 +28,9 @@ DEFAULTS = {
     "TRUSTED_PROXY": None,
     "BILLING_URL": None,
     "BILLING_SECRET": None,
-    "BILLING_TIMEOUT": 10,
-    "BILLING_RETRY_BASE": 10,
-    "BILLING_RETRY_FOR": 3 * 24 * 3600,
+    "BILLING_TIMEOUT": 10.0,
+    "BILLING_RETRY_BASE": 10.0,
+    "BILLING_RETRY_FOR": 3 * 24 * 3600.0,
     "BILLING_WORKER": True,
     "DB_BUSY_TIMEOUT": 30,
     "MAX_CONTENT_LENGTH": 64 * 1024,
@@ -71,6 +71,8 @@ def coerce(name, raw, default):
             return raw.lower() in ("1", "true", "yes", "on")
         if isinstance(default, int):
             return int(raw)
+        if isinstance(default, float):  # seconds, never money
+            return float(raw)
         if isinstance(default, Decimal):
             return Decimal(raw)
         if isinstance(default, list):

@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS events (
     status      TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),
     created_at  REAL NOT NULL,
     next_attempt_at REAL NOT NULL,
+    retry_until REAL NOT NULL,
     attempts    INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT,
     lease_until REAL,
@@ -85,11 +86,23 @@ CREATE TABLE IF NOT EXISTS attempts (
     error       TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_event ON attempts (event_id, id);
+
+-- The sandbox billing's ledger: one credit per webhook-id.
+CREATE TABLE IF NOT EXISTS sandbox_ledger (
+    webhook_id  TEXT PRIMARY KEY,
+    type        TEXT NOT NULL,
+    order_id    TEXT NOT NULL,
+    amount      TEXT NOT NULL,
+    received_at REAL NOT NULL
+);
 """
 
+# An order with when billing acknowledged its payment: paid at ChronoPay and acknowledged by
+# billing are two facts, kept apart (billed_at comes from the outbox, not from a copy).
 ORDER_COLUMNS = (
     "order_id, nonce, login, account, amount, status, review, created_at, updated_at, "
-    "paid_at, transaction_id"
+    "paid_at, transaction_id, (SELECT delivered_at FROM events WHERE events.order_id ="
+    " orders.order_id AND events.type = 'payment.succeeded') AS billed_at"
 )
 
 
@@ -239,6 +252,100 @@ class Tx:
         if rejected:
             sql += " AND verdict NOT IN ('applied', 'duplicate', 'ignored')"
         return self._all(sql + " ORDER BY id DESC LIMIT ?", *args, limit)
+
+    # the billing outbox
+
+    def insert_event(self, event):
+        self.conn.execute(
+            "INSERT INTO events (event_id, order_id, type, body, status, created_at,"
+            " next_attempt_at, retry_until) VALUES (:event_id, :order_id, :type, :body,"
+            " 'pending', :created_at, :created_at, :retry_until)",
+            event,
+        )
+
+    def event(self, event_id):
+        return self._one("SELECT * FROM events WHERE event_id = ?", event_id)
+
+    def events(self, order_id=None, status=None, limit=1000):
+        sql = "SELECT * FROM events WHERE 1 = 1"
+        args = []
+        for clause, value in (("order_id = ?", order_id), ("status = ?", status)):
+            if value is not None:
+                sql += " AND " + clause
+                args.append(value)
+        return self._all(sql + " ORDER BY created_at DESC LIMIT ?", *args, limit)
+
+    def claim_event(self, now, lease_token, lease_until):
+        """Lease the most overdue pending event whose lease (if any) has run out."""
+        row = self._one(
+            "SELECT event_id FROM events WHERE status = 'pending' AND next_attempt_at <= ?"
+            " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at LIMIT 1",
+            now, now,
+        )
+        if row is None:
+            return None
+        self.conn.execute(
+            "UPDATE events SET lease_owner = ?, lease_until = ?, attempts = attempts + 1"
+            " WHERE event_id = ?",
+            (lease_token, lease_until, row["event_id"]),
+        )
+        return self.event(row["event_id"])
+
+    def next_due(self):
+        """When the earliest pending event is due (ignoring leases), or None."""
+        return self.conn.execute(
+            "SELECT min(max(next_attempt_at, coalesce(lease_until, 0))) FROM events"
+            " WHERE status = 'pending'"
+        ).fetchone()[0]
+
+    def settle_event(self, event_id, lease_token, **changes):
+        """Record an attempt's end; only the lease holder may. Returns whether it held it."""
+        sets = ", ".join(f"{name} = :{name}" for name in changes)
+        cursor = self.conn.execute(
+            f"UPDATE events SET {sets}, lease_owner = NULL, lease_until = NULL"
+            " WHERE event_id = :event_id AND lease_owner = :lease_token",
+            dict(changes, event_id=event_id, lease_token=lease_token),
+        )
+        return cursor.rowcount == 1
+
+    def retry_event(self, event_id, now, retry_until):
+        """Put an event (dead or pending) back in line for an immediate attempt."""
+        return self.conn.execute(
+            "UPDATE events SET status = 'pending', next_attempt_at = ?, retry_until = ?"
+            " WHERE event_id = ? AND status != 'delivered'",
+            (now, retry_until, event_id),
+        ).rowcount
+
+    def insert_attempt(self, attempt):
+        return self.conn.execute(
+            "INSERT INTO attempts (event_id, worker, started_at) VALUES"
+            " (:event_id, :worker, :started_at)",
+            attempt,
+        ).lastrowid
+
+    def finish_attempt(self, attempt_id, finished_at, http_status, outcome, error):
+        self.conn.execute(
+            "UPDATE attempts SET finished_at = ?, http_status = ?, outcome = ?, error = ?"
+            " WHERE id = ?",
+            (finished_at, http_status, outcome, error, attempt_id),
+        )
+
+    def attempts(self, event_id):
+        return self._all("SELECT * FROM attempts WHERE event_id = ? ORDER BY id", event_id)
+
+    # the sandbox billing
+
+    def credit_once(self, entry):
+        """Book a webhook in the sandbox ledger unless its id was booked; True if new."""
+        return self.conn.execute(
+            "INSERT INTO sandbox_ledger (webhook_id, type, order_id, amount, received_at)"
+            " VALUES (:webhook_id, :type, :order_id, :amount, :received_at)"
+            " ON CONFLICT (webhook_id) DO NOTHING",
+            entry,
+        ).rowcount == 1
+
+    def ledger(self):
+        return self._all("SELECT * FROM sandbox_ledger ORDER BY received_at")
 
     def count(self, table):
         if table not in ("orders", "transactions", "callbacks", "events", "attempts"):

@@ -6,7 +6,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from . import chronopay
+from . import billing, chronopay
 from .errors import AmountError
 from .money import format_wire, parse_wire
 
@@ -95,7 +95,7 @@ def kind_of(transaction_type):
 TRANSITIONS = {
     "paid": ({"pending", "declined"}, "paid"),
     "refunded": ({"paid"}, "refunded"),
-    "chargeback": ({"paid", "refunded"}, "chargeback"),
+    "chargeback": ({"paid"}, "chargeback"),
     "declined": ({"pending"}, "declined"),
 }
 
@@ -147,11 +147,11 @@ def reject(store, entry):
     log_verdict(entry)
 
 
-def apply_callback(store, cb, *, product_id, now, remote_addr, body):
-    """Record a verified callback and its effect in one transaction; return the Decision."""
+def apply_callback(store, cb, *, product_id, now, remote_addr, body, retry_for):
+    """Record a verified callback, its effect and its billing event in one transaction."""
     for attempt in (1, 2):
         try:
-            return _apply_once(store, cb, product_id, now, remote_addr, body)
+            return _apply_once(store, cb, product_id, now, remote_addr, body, retry_for)
         except sqlite3.IntegrityError:
             # A racing writer recorded the same transaction first; deciding again sees it.
             if attempt == 2:
@@ -159,17 +159,18 @@ def apply_callback(store, cb, *, product_id, now, remote_addr, body):
     raise AssertionError("unreachable")
 
 
-def _apply_once(store, cb, product_id, now, remote_addr, body):
+def _apply_once(store, cb, product_id, now, remote_addr, body, retry_for):
     with store.write() as tx:
         order = tx.order(cb.order_id) if cb.order_id else None
         prior = tx.transaction(cb.transaction_id, cb.transaction_type)
         decision = decide(order, prior, cb, product_id)
+        transaction = {
+            "transaction_id": cb.transaction_id, "transaction_type": cb.transaction_type,
+            "order_id": cb.order_id, "effect": decision.effect, "total": cb.total,
+            "created_at": now,
+        }
         if decision.record and order is not None:
-            tx.insert_transaction({
-                "transaction_id": cb.transaction_id, "transaction_type": cb.transaction_type,
-                "order_id": order["order_id"], "effect": decision.effect, "total": cb.total,
-                "created_at": now,
-            })
+            tx.insert_transaction(transaction)
         if order is not None and (decision.status or decision.review != order["review"]):
             changes = {"review": decision.review or order["review"]}
             if decision.status:
@@ -177,6 +178,15 @@ def _apply_once(store, cb, product_id, now, remote_addr, body):
             if decision.status == "paid":
                 changes.update(paid_at=now, transaction_id=cb.transaction_id)
             tx.update_order(order["order_id"], now, **changes)
+        if decision.effect in billing.EVENT_TYPES:
+            # The outbox row commits with the state change: billing hears of it or nothing.
+            tx.insert_event({
+                "event_id": billing.new_event_id(), "order_id": order["order_id"],
+                "type": billing.EVENT_TYPES[decision.effect], "created_at": now,
+                "body": billing.event_body(decision.effect, tx.order(order["order_id"]),
+                                           transaction, now),
+                "retry_until": now + retry_for,
+            })
         entry = journal_entry(now, remote_addr, body, decision.verdict, decision.reason, cb)
         tx.journal(entry)
     log_verdict(entry)

@@ -21,6 +21,7 @@ SECRETS = {
     "SECRET_KEY": "test-secret-key-0123456789abcdef0123456789",
     "CABINET_SECRET": "test-cabinet-secret-0123456789abcdef012345",
     "CHRONOPAY_SHARED_SECRET": "test-chronopay-sharedsec-0123456789abcdef",
+    "BILLING_SECRET": "whsec_dGVzdC1iaWxsaW5nLXNlY3JldC0wMTIzNDU2Nzg5YWJjZGVm",
 }
 PRODUCT = "001234-0001-0001"
 

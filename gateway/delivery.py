@@ -1,0 +1,149 @@
+"""The outbox worker: sends each billing event until billing acknowledges it with a 2xx.
+
+Workers in any number of threads or processes claim an event with a lease in one write
+transaction, so no two send the same event at once; a worker that dies simply lets its lease
+run out. The event id and body never change between attempts, so billing de-duplicates on
+`webhook-id` whatever we re-send after a crash.
+"""
+
+import email.utils
+import logging
+import os
+import random
+import secrets
+import socket
+import sqlite3
+import threading
+
+from . import billing
+from .errors import TransportError
+
+log = logging.getLogger(__name__)
+MAX_WAIT = 3600.0
+JITTER = 0.2
+
+
+def backoff(base, attempts, rng=random.random):
+    """The wait after the n-th failed attempt: doubling from base, ±20 % jitter, ≤ 1 hour."""
+    delay = min(base * 2 ** max(attempts - 1, 0), MAX_WAIT)
+    return min(delay * (1 - JITTER + 2 * JITTER * rng()), MAX_WAIT)
+
+
+def retry_after(value, now):
+    """Seconds billing asked us to wait (delta-seconds or an HTTP date), or None."""
+    value = (value or "").strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - now, 0.0) if when.tzinfo else None
+
+
+def classify(reply, now):
+    """An attempt's outcome from billing's answer: (outcome, error, wait asked for)."""
+    if 200 <= reply.status < 300:
+        return "delivered", None, None
+    if reply.status == 410:
+        return "gone", "HTTP 410: billing refuses this event for good", None
+    asked = retry_after(reply.headers.get("Retry-After"), now) if reply.status in (
+        429, 503) else None
+    return "failed", f"HTTP {reply.status}", asked
+
+
+def settle(event, outcome, error, asked, now, base, rng=random.random):
+    """The event's next state after an attempt."""
+    if outcome == "delivered":
+        return {"status": "delivered", "delivered_at": now, "last_error": None}
+    if outcome == "gone" or now >= event["retry_until"]:
+        return {"status": "dead", "last_error": error}
+    wait = asked if asked is not None else backoff(base, event["attempts"], rng)
+    wait = max(wait, min(base, 1.0))  # a "Retry-After: 0" must not become a busy loop
+    return {"next_attempt_at": min(now + wait, event["retry_until"]), "last_error": error}
+
+
+class Deliverer:
+    """Delivers due events from the store to billing over our HttpClient."""
+
+    def __init__(self, store, http, *, url, keys, clock, retry_base, timeout, rng=None):
+        self.store, self.http, self.url, self.keys = store, http, url, keys
+        self.clock, self.retry_base, self.timeout = clock, retry_base, timeout
+        self.rng = rng or random.random
+        # requests' timeout bounds each socket wait, not the whole call: lease generously.
+        self.lease = 2 * timeout + 5
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+
+    def wake(self):
+        """Tell the worker an event was just written."""
+        self._wake.set()
+
+    def run_once(self):
+        """Claim one due event and attempt it; (event id, outcome), or None if none is due."""
+        now = self.clock()
+        token = f"{self.name}/{secrets.token_hex(4)}"
+        with self.store.write() as tx:
+            event = tx.claim_event(now, token, now + self.lease)
+            if event is None:
+                return None
+            attempt_id = tx.insert_attempt({"event_id": event["event_id"], "worker": self.name,
+                                            "started_at": now})
+        outcome, status, error, asked = self.attempt(event)
+        finished = self.clock()
+        changes = settle(event, outcome, error, asked, finished, self.retry_base, self.rng)
+        with self.store.write() as tx:
+            tx.finish_attempt(attempt_id, finished, status, outcome, error)
+            held = tx.settle_event(event["event_id"], token, **changes)
+        if not held:
+            log.warning("event %s: lease lost before the attempt ended", event["event_id"])
+        elif changes.get("status") == "dead":
+            log.error("event %s for order %s is dead after %d attempts: %s",
+                      event["event_id"], event["order_id"], event["attempts"], error)
+        return event["event_id"], outcome
+
+    def attempt(self, event):
+        """One POST of the event: (outcome, HTTP status, error, wait asked for)."""
+        now = self.clock()
+        headers = billing.headers(self.keys, event["event_id"], now, event["body"])
+        try:
+            reply = self.http.post(self.url, data=event["body"].encode(), headers=headers,
+                                   timeout=self.timeout)
+        except TransportError as exc:
+            return "failed", None, exc.args[0], None
+        outcome, error, asked = classify(reply, now)
+        return outcome, reply.status, error, asked
+
+    def drain(self):
+        """Attempt every event due now, each once at most; returns the outcomes by event."""
+        outcomes = {}
+        while (result := self.run_once()) is not None:
+            event_id, outcome = result
+            if event_id in outcomes:  # due again already (a zero wait): leave it to next loop
+                break
+            outcomes[event_id] = outcome
+        return outcomes
+
+    def run_forever(self, poll=1.0):
+        """The worker loop: drain, then sleep until woken, the next due time, or poll."""
+        while not self._stop.is_set():
+            try:
+                self.drain()
+                due = self.store.read().next_due()
+            except sqlite3.Error as exc:
+                log.error("delivery worker: database error, retrying: %s", exc)
+                due = None
+            wait = poll if due is None else min(poll, max(due - self.clock(), 0.0))
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def start(self):
+        """Run the worker in a daemon thread of this process."""
+        thread = threading.Thread(target=self.run_forever, name="billing-delivery", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self):
+        self._stop.set()
+        self._wake.set()

@@ -1,0 +1,209 @@
+"""The outbox and its worker, with a fake billing that records calls and a clock we move."""
+
+import json
+import logging
+
+import pytest
+from conftest import callback_fields, hand_off, pay_order, send_callback
+
+from gateway import billing
+from gateway.delivery import Deliverer, backoff, retry_after
+from gateway.errors import TransportError
+from gateway.http import Reply
+
+
+class FakeBilling:
+    """Answers from a script (a status, a Reply, or an exception) and records every call."""
+
+    def __init__(self, *script):
+        self.script = list(script)
+        self.calls = []
+
+    def post(self, url, *, data=None, headers=None, timeout=None):
+        self.calls.append({"url": url, "body": data.decode(), "headers": headers})
+        answer = self.script.pop(0) if self.script else 204
+        if isinstance(answer, Exception):
+            raise answer
+        return answer if isinstance(answer, Reply) else Reply(answer, {}, "")
+
+
+@pytest.fixture
+def deliverer(app):
+    deliverer = app.extensions["deliverer"]
+    deliverer.rng = lambda: 0.5  # no jitter: the schedule is exact
+    return deliverer
+
+
+def use(deliverer, fake):
+    deliverer.http = fake
+    return fake
+
+
+def events(store, **kwargs):
+    return store.read().events(**kwargs)
+
+
+def test_payment_writes_one_event_in_the_callbacks_transaction(client, app, store):
+    query = pay_order(client, app)
+    [event] = events(store)
+    body = json.loads(event["body"])
+    assert event["status"] == "pending" and event["type"] == "payment.succeeded"
+    assert body["data"] == {
+        "order_id": query["order_id"], "login": "dem001", "account": "6", "amount": "1000.00",
+        "currency": "RUB", "transaction_id": "70001", "transaction_type": "Purchase",
+        "paid_at": billing.iso(app.extensions["clock"]())}
+
+
+def test_duplicate_callbacks_write_no_second_event(client, app, store):
+    query = pay_order(client, app)
+    for _ in range(3):
+        send_callback(client, callback_fields(app, query))
+    assert len(events(store)) == 1
+
+
+def test_delivered_on_first_2xx_with_signed_headers(client, app, store, deliverer):
+    fake = use(deliverer, FakeBilling(200))
+    query = pay_order(client, app)
+    assert deliverer.drain() == {events(store)[0]["event_id"]: "delivered"}
+    call = fake.calls[0]
+    assert call["url"] == "https://billing.test/hook"
+    assert billing.verify(deliverer.keys, call["headers"], call["body"], app.extensions["clock"]())
+    order = store.read().order(query["order_id"])
+    assert order["paid_at"] and order["billed_at"] == app.extensions["clock"]()
+    assert deliverer.drain() == {} and len(fake.calls) == 1
+
+
+def test_billing_failing_then_recovering_is_told_exactly_once(client, app, store, deliverer,
+                                                            clock):
+    fake = use(deliverer, FakeBilling(500, TransportError("ConnectTimeout"), 503, 204))
+    pay_order(client, app)
+    outcomes = []
+    for _ in range(6):
+        outcomes += deliverer.drain().values()
+        clock.advance(3600)
+    assert outcomes == ["failed", "failed", "failed", "delivered"]
+    assert len({c["headers"]["webhook-id"] for c in fake.calls}) == 1
+    assert len({c["body"] for c in fake.calls}) == 1
+    assert len({c["headers"]["webhook-timestamp"] for c in fake.calls}) == 4
+    [event] = events(store)
+    assert event["status"] == "delivered" and event["attempts"] == 4
+
+
+@pytest.mark.parametrize("status", [300, 301, 302, 307, 400, 401, 403, 404, 409, 422, 429,
+                                    500, 502, 503, 504])
+def test_every_non_2xx_but_410_is_retried(client, app, store, deliverer, clock, status):
+    use(deliverer, FakeBilling(Reply(status, {"Location": "https://evil.test/"}, "")))
+    pay_order(client, app)
+    assert list(deliverer.drain().values()) == ["failed"]
+    [event] = events(store)
+    assert event["status"] == "pending" and event["last_error"] == f"HTTP {status}"
+    assert event["next_attempt_at"] == pytest.approx(clock() + 10)
+
+
+def test_410_makes_the_event_dead_with_one_error_line(client, app, store, deliverer, caplog):
+    use(deliverer, FakeBilling(410))
+    pay_order(client, app)
+    with caplog.at_level(logging.ERROR, logger="gateway.delivery"):
+        deliverer.drain()
+    assert events(store)[0]["status"] == "dead"
+    assert len([r for r in caplog.records if "dead" in r.getMessage()]) == 1
+
+
+def test_backoff_doubles_from_the_base_capped_at_an_hour(client, app, store, deliverer,
+                                                        clock):
+    use(deliverer, FakeBilling(*[500] * 12))
+    pay_order(client, app)
+    waits = []
+    for _ in range(12):
+        deliverer.drain()
+        event = events(store)[0]
+        waits.append(round(event["next_attempt_at"] - clock()))
+        clock.advance(event["next_attempt_at"] - clock())
+    assert waits == [10, 20, 40, 80, 160, 320, 640, 1280, 2560, 3600, 3600, 3600]
+
+
+def test_jitter_stays_within_a_fifth_and_under_an_hour():
+    assert backoff(10, 1, lambda: 0.0) == 8 and backoff(10, 1, lambda: 0.999999) < 12
+    assert backoff(10, 30, lambda: 0.999999) == 3600
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_is_honoured(client, app, store, deliverer, clock, status):
+    use(deliverer, FakeBilling(Reply(status, {"Retry-After": "120"}, "")))
+    pay_order(client, app)
+    deliverer.drain()
+    assert events(store)[0]["next_attempt_at"] == pytest.approx(clock() + 120)
+
+
+def test_retry_after_as_a_date():
+    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412420) == 60
+    assert retry_after("soon", 0) is None and retry_after(None, 0) is None
+
+
+def test_after_the_retry_window_the_event_is_dead(client, app, store, deliverer, clock,
+                                                  caplog):
+    use(deliverer, FakeBilling(*[TransportError("ReadTimeout")] * 200))
+    pay_order(client, app)
+    with caplog.at_level(logging.ERROR):
+        for _ in range(200):
+            deliverer.drain()
+            clock.advance(3600)
+    [event] = events(store)
+    assert event["status"] == "dead"
+    # hourly attempts for three days, the last one at the window's end
+    assert 70 <= event["attempts"] <= 90
+    assert event["next_attempt_at"] <= event["retry_until"]
+    assert sum("is dead" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_leased_event_is_not_claimed_by_another_worker(client, app, store, deliverer, clock):
+    pay_order(client, app)
+    now = clock()
+    with store.write() as tx:
+        assert tx.claim_event(now, "worker-a", now + deliverer.lease)
+    other = Deliverer(store, FakeBilling(), url="x", keys=deliverer.keys, clock=clock,
+                      retry_base=10, timeout=10)
+    assert other.run_once() is None
+    clock.advance(deliverer.lease)  # worker-a died: its lease runs out
+    assert other.run_once()[1] == "delivered"
+    with store.write() as tx:  # worker-a's late result cannot overwrite the delivery
+        assert not tx.settle_event(events(store)[0]["event_id"], "worker-a", status="dead")
+    assert events(store)[0]["status"] == "delivered"
+
+
+def test_refund_after_payment_emits_its_own_event_once(client, app, store, deliverer):
+    use(deliverer, FakeBilling())
+    query = pay_order(client, app)
+    for _ in range(2):
+        send_callback(client, callback_fields(app, query, "80001", "Refund"))
+    types = sorted(e["type"] for e in events(store))
+    assert types == ["payment.refunded", "payment.succeeded"]
+    refund = json.loads(next(e for e in events(store) if e["type"] == "payment.refunded")["body"])
+    assert refund["data"]["transaction_id"] == "80001"
+    assert refund["data"]["transaction_type"] == "Refund"
+
+
+def test_chargeback_of_a_paid_order_emits_once(client, app, store):
+    query = pay_order(client, app)
+    send_callback(client, callback_fields(app, query, "90001", "chargeback"))
+    send_callback(client, callback_fields(app, query, "90002", "chargeback"))
+    assert sorted(e["type"] for e in events(store)) == ["payment.chargeback",
+                                                        "payment.succeeded"]
+    order = store.read().order(query["order_id"])
+    assert order["status"] == "chargeback" and "chargeback" in order["review"]
+
+
+@pytest.mark.parametrize("ttype", ["Refund", "refund", "chargeback"])
+def test_reversal_of_an_unpaid_order_is_review_never_an_event(client, app, store, ttype):
+    query = hand_off(client, app)
+    assert send_callback(client, callback_fields(app, query, "80001", ttype)).status_code == 200
+    order = store.read().order(query["order_id"])
+    assert order["status"] == "pending" and order["review"]
+    assert events(store) == []
+
+
+def test_refused_connection_is_a_transport_error():
+    from gateway.http import HttpClient
+
+    with pytest.raises(TransportError):
+        HttpClient(timeout=0.5).post("http://127.0.0.1:9/", data=b"x")
