@@ -1,19 +1,194 @@
-"""The ops command line: `flask --app gateway <command>`."""
+"""The ops command line: `flask --app gateway <command>`; tables for people, --json for scripts.
+
+Exit codes: 0 done, 1 nothing matched (unknown order or event), 2 bad usage (click's own).
+"""
+
+import json
+import sys
+from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 import click
 from flask import current_app
-from flask.cli import with_appcontext
+from flask.cli import AppGroup, with_appcontext
+
+from .billing import iso
+from .errors import AmountError
+from .money import format_wire, parse_wire
+from .signing import ACCOUNT, LOGIN, make_link
+
+payments_cli = AppGroup("payments", help="Orders and what happened to them.")
+events_cli = AppGroup("events", help="Billing events in the outbox.")
+callbacks_cli = AppGroup("callbacks", help="The journal of ChronoPay callbacks.")
+TIMES = ("created_at", "updated_at", "paid_at", "billed_at", "received_at", "delivered_at",
+         "next_attempt_at", "retry_until", "started_at", "finished_at", "lease_until")
 
 
 def register(app):
     """Attach the gateway's commands to the app's CLI."""
-    app.cli.add_command(init_db)
+    for command in (init_db, deliver, make_link_command, payments_cli, events_cli,
+                    callbacks_cli):
+        app.cli.add_command(command)
+
+
+def store():
+    return current_app.extensions["store"]
+
+
+def readable(row):
+    return {key: iso(value) if key in TIMES and isinstance(value, (int, float)) else value
+            for key, value in row.items()}
+
+
+def emit(rows, columns, as_json):
+    """Print rows as JSON or as an aligned table of the named columns."""
+    rows = [readable(row) for row in rows]
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    cells = [[str(row.get(col) if row.get(col) is not None else "-") for col in columns]
+             for row in rows]
+    widths = [max([len(col)] + [len(line[i]) for line in cells]) for i, col in
+              enumerate(columns)]
+    click.echo("  ".join(col.ljust(w) for col, w in zip(columns, widths, strict=True)))
+    for line in cells:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+    click.echo(f"({len(rows)} rows)")
 
 
 @click.command("init-db")
 @with_appcontext
 def init_db():
     """Create the database schema (idempotent; the service also does it on start)."""
-    store = current_app.extensions["store"]
-    store.init_schema()
-    click.echo(f"schema ready in {store.path}")
+    store().init_schema()
+    click.echo(f"schema ready in {store().path}")
+
+
+@click.command("deliver")
+@click.option("--once", is_flag=True, help="Attempt what is due now, then exit.")
+@with_appcontext
+def deliver(once):
+    """Run a billing delivery worker in this process (any number may run at once)."""
+    deliverer = current_app.extensions.get("deliverer")
+    if deliverer is None:
+        raise click.UsageError("BILLING_URL and BILLING_SECRET must be set.")
+    if once:
+        outcomes = deliverer.drain()
+        click.echo(f"{len(outcomes)} attempted: " + json.dumps(outcomes))
+        sys.exit(0 if all(o == "delivered" for o in outcomes.values()) else 1)
+    click.echo(f"delivering to billing as {deliverer.name}; Ctrl-C stops")
+    deliverer.run_forever()
+
+
+@click.command("make-link")
+@click.argument("login")
+@click.argument("account")
+@click.argument("amount", required=False)
+@with_appcontext
+def make_link_command(login, account, amount):
+    """Print a signed cabinet link, to test the cabinet's integration."""
+    cfg = current_app.config
+    if not LOGIN.fullmatch(login) or not ACCOUNT.fullmatch(account):
+        raise click.BadParameter("login is [A-Za-z0-9._@-]{1,64}, account 1-20 digits")
+    try:
+        amount = format_wire(parse_wire(amount)) if amount else None
+    except AmountError as exc:
+        raise click.BadParameter("amount is like 1000 or 1000.50") from exc
+    expires = int(current_app.extensions["clock"]()) + cfg["LINK_MAX_AGE"]
+    query = make_link(cfg["CABINET_SECRET"], login, account, amount, expires)
+    click.echo(f"{cfg['PUBLIC_URL']}/pay?{urlencode(query)}")
+
+
+def since_epoch(value):
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter("use YYYY-MM-DD or an ISO date-time") from exc
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+@payments_cli.command("list")
+@click.option("--status", type=click.Choice(["pending", "declined", "paid", "refunded",
+                                             "chargeback", "review"]))
+@click.option("--login")
+@click.option("--since", help="YYYY-MM-DD (UTC)")
+@click.option("--json", "as_json", is_flag=True)
+def payments_list(status, login, since, as_json):
+    """Orders, newest first: paid at ChronoPay and acknowledged by billing shown apart."""
+    rows = store().read().orders(status=None if status == "review" else status, login=login,
+                                 since=since_epoch(since), review=status == "review")
+    emit(rows, ("order_id", "login", "account", "amount", "status", "paid_at", "billed_at",
+                "review"), as_json)
+
+
+@payments_cli.command("show")
+@click.argument("order_id")
+@click.option("--json", "as_json", is_flag=True)
+def payments_show(order_id, as_json):
+    """One order with its callbacks, events and every delivery attempt."""
+    tx = store().read()
+    order = tx.order(order_id)
+    if order is None:
+        click.echo(f"no order {order_id}", err=True)
+        sys.exit(1)
+    events = tx.events(order_id=order_id)
+    detail = {"order": readable(order),
+              "callbacks": [readable(row) for row in tx.callbacks(order_id=order_id)],
+              "events": [dict(readable(event), attempts_made=[
+                  readable(a) for a in tx.attempts(event["event_id"])]) for event in events]}
+    if as_json:
+        click.echo(json.dumps(detail, ensure_ascii=False, indent=2))
+        return
+    for key, value in detail["order"].items():
+        click.echo(f"{key:15} {value if value is not None else '-'}")
+    click.echo("\ncallbacks:")
+    emit(detail["callbacks"], ("id", "received_at", "verdict", "transaction_type",
+                               "transaction_id", "reason"), False)
+    for event in detail["events"]:
+        click.echo(f"\nevent {event['event_id']} {event['type']}: {event['status']}, "
+                   f"{event['attempts']} attempts, last error {event['last_error'] or '-'}")
+        emit(event["attempts_made"], ("started_at", "finished_at", "worker", "http_status",
+                                      "outcome", "error"), False)
+
+
+@events_cli.command("list")
+@click.option("--pending", "status", flag_value="pending")
+@click.option("--dead", "status", flag_value="dead")
+@click.option("--json", "as_json", is_flag=True)
+def events_list(status, as_json):
+    """Billing events, newest first."""
+    emit(store().read().events(status=status), ("event_id", "type", "order_id", "status",
+                                                "attempts", "next_attempt_at", "last_error"),
+         as_json)
+
+
+@events_cli.command("retry")
+@click.argument("event_id", required=False)
+@click.option("--dead", "all_dead", is_flag=True, help="Every dead event.")
+def events_retry(event_id, all_dead):
+    """Send an event (or every dead one) again now, with a fresh retry window."""
+    if bool(event_id) == all_dead:
+        raise click.UsageError("give one EVENT or --dead")
+    now = current_app.extensions["clock"]()
+    window = current_app.config["BILLING_RETRY_FOR"]
+    with store().write() as tx:
+        ids = [e["event_id"] for e in tx.events(status="dead")] if all_dead else [event_id]
+        changed = sum(tx.retry_event(i, now, now + window) for i in ids)
+    if "deliverer" in current_app.extensions:
+        current_app.extensions["deliverer"].wake()
+    click.echo(f"{changed} event(s) queued for delivery")
+    sys.exit(0 if changed or all_dead else 1)
+
+
+@callbacks_cli.command("list")
+@click.option("--rejected", is_flag=True, help="Only callbacks that did not apply cleanly.")
+@click.option("--json", "as_json", is_flag=True)
+def callbacks_list(rejected, as_json):
+    """ChronoPay callbacks as received, newest first, with their verdicts."""
+    emit(store().read().callbacks(rejected=rejected), (
+        "id", "received_at", "remote_addr", "verdict", "order_id", "transaction_type",
+        "transaction_id", "reason"), as_json)
+
+
