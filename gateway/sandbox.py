@@ -18,6 +18,7 @@ from . import chronopay
 from .errors import AmountError, LinkInvalid, TransportError
 from .http import HttpClient
 from .money import format_human, format_wire, parse_typed
+from .sandbox_billing import balance
 from .signing import make_link
 
 bp = Blueprint("sandbox", __name__, url_prefix="/sandbox")
@@ -126,7 +127,8 @@ def cabinet():
     form = CabinetForm()
     if form.validate_on_submit():
         return redirect(cabinet_link(form.amount.data), 303)
-    return render_template("sandbox/cabinet.html", form=form, subscriber=SUBSCRIBER)
+    return render_template("sandbox/cabinet.html", form=form, subscriber=SUBSCRIBER,
+                           balance=format_human(balance(current_app.extensions["store"])))
 
 
 def cabinet_link(typed):

@@ -1,11 +1,14 @@
 """The whole sandbox flow through `python wsgi.py` under waitress, driven by requests."""
 
 import re
+import time
+from decimal import Decimal
 from html import unescape
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from conftest import LiveServer
 
 pytestmark = pytest.mark.slow
 
@@ -67,3 +70,43 @@ def test_simulator_refuses_a_tampered_handoff(live_server):
 def test_amount_typed_in_the_cabinet_wrongly_is_explained(live_server):
     page = open_cabinet_payment(requests.Session(), live_server, "abc")
     assert "Сумма" in page.text and "Новый платеж" in page.text
+
+
+def balance(session, server):
+    page = session.get(server.url + "/sandbox/cabinet/", timeout=10).text
+    text = re.search(r'id="balance">([^<]*) руб', page).group(1)
+    return Decimal(text.replace("\u00a0", "").replace(",", "."))
+
+
+def eventually(check, timeout=20):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)  # polling the server's state, not timing it
+
+
+def test_paying_card_raises_the_cabinet_balance_once(live_server):
+    session = requests.Session()
+    before = balance(session, live_server)
+    pay(session, live_server, "4111 1111 1111 1111")
+    eventually(lambda: balance(session, live_server) != before)
+    assert balance(session, live_server) == before + 1000
+
+
+def test_sandbox_billing_failing_then_recovering(tmp_path):
+    server = LiveServer(tmp_path, env={"GATEWAY_BILLING_RETRY_BASE": "0.2"}).start()
+    try:
+        session = requests.Session()
+        before = balance(session, server)
+        switch = session.get(server.url + "/sandbox/billing/", timeout=10).text
+        session.post(server.url + "/sandbox/billing/mode", timeout=10, data={
+            "csrf_token": field(switch, "csrf_token"), "mode": "fail"})
+        pay(session, server, "4111 1111 1111 1111")
+        eventually(lambda: "HTTP 500" in session.get(server.url + "/sandbox/billing/",
+                                                     timeout=10).text)
+        assert balance(session, server) == before
+        session.post(server.url + "/sandbox/billing/mode", timeout=10, data={
+            "csrf_token": field(switch, "csrf_token"), "mode": "ok"})
+        eventually(lambda: balance(session, server) == before + 1000)
+    finally:
+        server.stop()
