@@ -1,10 +1,15 @@
 """The WSGI entry point: `python wsgi.py` serves the gateway with waitress."""
 
 import os
+import sys
 
 from gateway import create_app
+from gateway.errors import ConfigError
 
-app = create_app()
+try:
+    app = create_app()
+except ConfigError as exc:  # one sentence for ops, not a traceback
+    sys.exit(f"gateway: refusing to start: {exc}")
 
 
 def serve():

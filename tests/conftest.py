@@ -153,8 +153,9 @@ def free_port():
 class LiveServer:
     """The gateway as ops run it: `python wsgi.py` under waitress on a loopback port."""
 
-    def __init__(self, tmp_path, env=None, config_file="config.sandbox.py"):
+    def __init__(self, tmp_path, env=None, config_file="config.sandbox.py", command=None):
         self.port = free_port()
+        self.command = command or [sys.executable, os.path.join(ROOT, "wsgi.py")]
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp_path / f"server-{self.port}.log"
         self.env = dict(
@@ -174,7 +175,7 @@ class LiveServer:
     def start(self):
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "wsgi.py")], cwd=ROOT, env=self.env,
+            [part.format(port=self.port) for part in self.command], cwd=ROOT, env=self.env,
             stdout=self.log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 20
