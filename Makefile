@@ -28,6 +28,10 @@ demo: install
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The reliability and security suite; RELIABILITY_SCALE=10 for bigger run counts.
+reliability: install
+	RELIABILITY_REPORT=docs/reliability.md $(PY) -m pytest tests/reliability --no-cov -q $(PYTEST_ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check gateway tests wsgi.py
 
