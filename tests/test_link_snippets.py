@@ -51,19 +51,21 @@ CASES = {
 }
 
 
-def contract_section():
-    """The README's cabinet-link section, up to the next second-level heading."""
+def contract_section(heading=SECTION):
+    """A README section, up to the next heading of its level or above (a `# ` line is code)."""
     with open(README, encoding="utf-8") as readme:
         text = readme.read()
-    assert SECTION in text.splitlines(), f"README.md has no line {SECTION!r}"
-    section = text.split(SECTION + "\n", 1)[1]
-    return re.split(r"^## ", section, maxsplit=1, flags=re.M)[0]
+    assert heading in text.splitlines(), f"README.md has no line {heading!r}"
+    section = text.split(heading + "\n", 1)[1]
+    level = heading.split(" ")[0]
+    return re.split(rf"^#{{2,{len(level)}}} ", section, maxsplit=1, flags=re.M)[0]
 
 
-def snippets():
-    """The section's fenced code blocks as {language: [code, ...]}."""
+def snippets(heading=SECTION):
+    """A section's fenced code blocks as {language: [code, ...]}."""
     found = {}
-    for language, code in re.findall(r"^```(\w*)\n(.*?)^```$", contract_section(), re.M | re.S):
+    for language, code in re.findall(r"^```(\w*)\n(.*?)^```$", contract_section(heading),
+                                     re.M | re.S):
         found.setdefault(language, []).append(code)
     return found
 
