@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8080
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: install demo test lint bench reliability clean
+.PHONY: install demo test lint bench profile reliability clean
 
 install: $(VENV)/.installed
 
@@ -32,8 +32,18 @@ test: install
 reliability: install
 	RELIABILITY_REPORT=docs/reliability.md $(PY) -m pytest tests/reliability --no-cov -q $(PYTEST_ARGS)
 
+# The gateway against bare Flask on this machine; prints the table, writes bench/results.md.
+# BENCH_DURATION (s per run), BENCH_ROUNDS, BENCH_CONCURRENCY, BENCH_GROWTH override the defaults.
+bench: install
+	$(PY) -m bench.run
+
+# Where a bench scenario's time goes: py-spy samples the gateway under load (see bench/profile.py).
+profile: install
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m bench.profile $(PROFILE_ARGS)
+
 lint: install
-	$(VENV)/bin/ruff check gateway tests wsgi.py
+	$(VENV)/bin/ruff check gateway tests wsgi.py bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .coverage .hypothesis

@@ -1,0 +1,1 @@
+"""`make bench`: what the gateway costs on top of bare Flask; see bench/results.md."""
