@@ -9,7 +9,7 @@ from .load import drive
 from .stats import median, paired_ratio, percentile
 
 DURATION = float(os.environ.get("BENCH_DURATION", "3"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
 CONCURRENCY = tuple(int(c) for c in os.environ.get("BENCH_CONCURRENCY", "1,8,32").split(","))
 
 

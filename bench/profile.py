@@ -1,9 +1,10 @@
 """Where one scenario's time goes in the gateway: py-spy samples it under load.
 
-`python -m bench.profile [callback|pay|confirm|duplicate] [concurrency] [seconds] [--cpu]`
+`python -m bench.profile [callback|pay|confirm|duplicate] [concurrency] [seconds] [--cpu]
+[--no-worker]`
 prints, for the request threads and for the billing worker thread, the share of samples in
 which each function was on the stack. Without --cpu it samples wall time (waiting included:
-where latency goes); with --cpu only the thread holding the GIL (where CPU goes).
+where latency goes); with --cpu only the thread holding the GIL (where Python CPU goes).
 """
 
 import collections
@@ -44,6 +45,8 @@ def main(scenario="callback", concurrency="8", seconds="8", *flags):
     workdir = tempfile.mkdtemp(prefix="gateway-profile-")
     receiver = servers.receiver(workdir).start()
     gateway = servers.gateway(workdir, "gateway", f"http://127.0.0.1:{receiver.port}/hook")
+    if "--no-worker" in flags:  # the request path alone, without billing delivery
+        gateway.env["GATEWAY_BILLING_WORKER"] = "false"
     store = orders.open_store(gateway.config)
     store.init_schema()
     store.close()
@@ -54,9 +57,10 @@ def main(scenario="callback", concurrency="8", seconds="8", *flags):
     out = f"{workdir}/samples.txt"
     try:
         drive(gateway.port, supply, int(concurrency), 1)  # warm up
+        mode = ["--gil"] if "--cpu" in flags else ["--idle"]
         spy = subprocess.Popen(
             [PY_SPY, "record", "-p", str(gateway.process.pid), "-d", seconds, "-r", "250",
-             "-f", "raw", "-o", out, "--nonblocking"] + ([] if "--cpu" in flags else ["--idle"]),
+             "-f", "raw", "-o", out, "--nonblocking", *mode],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         run = drive(gateway.port, supply, int(concurrency), float(seconds) + 1)
         spy.wait()
