@@ -265,8 +265,8 @@ def test_paying_card_tops_up_the_account_from_the_cabinet(browser):
     assert field.get_attribute("aria-invalid") == "true"
     assert error.get_attribute("id") in field.get_attribute("aria-describedby").split()
     assert browser.driver.switch_to.active_element == field
-    assert browser.tab() == ["Новый платеж", "solid", 3]
     browser.shoot("03-amount-error")
+    assert browser.tab() == ["Новый платеж", "solid", 3]
 
     browser.type("amount", "1 000,50")
     browser.submit("Новый платеж")
