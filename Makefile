@@ -28,13 +28,13 @@ demo: install
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+lint: install
+	$(VENV)/bin/ruff check gateway tests wsgi.py
+
 # Every subscriber page at 360 and 1280 px, taken by the browser test, for docs/pages.md.
 screenshots: install
 	rm -f docs/screenshots/*.png
 	SCREENSHOT_DIR=docs/screenshots $(PY) -m pytest tests/test_browser.py --no-cov -q $(PYTEST_ARGS)
-
-lint: install
-	$(VENV)/bin/ruff check gateway tests wsgi.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .coverage .hypothesis
