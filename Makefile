@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8080
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: install demo test lint bench reliability clean
+.PHONY: install demo test lint bench reliability screenshots clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,11 @@ reliability: install
 
 lint: install
 	$(VENV)/bin/ruff check gateway tests wsgi.py
+
+# Every subscriber page at 360 and 1280 px, taken by the browser test, for docs/pages.md.
+screenshots: install
+	rm -f docs/screenshots/*.png
+	SCREENSHOT_DIR=docs/screenshots $(PY) -m pytest tests/test_browser.py --no-cov -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .coverage .hypothesis
