@@ -44,7 +44,7 @@ def _within(amount, minimum, maximum):
     amount = amount.quantize(CENT)
     if amount < minimum or amount > maximum:
         raise AmountError(
-            f"Сумма должна быть от {format_human(minimum)} до {format_human(maximum)} руб."
+            f"Сумма должна быть от {format_human(minimum)} до {format_human(maximum)}\u00a0руб."
         )
     return amount
 

@@ -286,9 +286,7 @@ def test_paying_card_tops_up_the_account_from_the_cabinet(browser):
 
     browser.follow("Вернуться в личный кабинет")
     assert "Абонент dem001" in browser.heading()
-    if before is None:
-        # TODO(issue 3): the sandbox cabinet shows «Баланс» once sandbox billing is merged.
-        pytest.skip("every page passed; the sandbox cabinet shows no balance yet (issue 3)")
+    assert before is not None, "the sandbox cabinet shows no «Баланс»"
     browser.wait_until(lambda: browser.balance() == before + Decimal("1000.50"),
                        "the sandbox billing balance did not rise by 1 000,50")
 

@@ -40,7 +40,7 @@ def test_typed_amounts_that_are_not_rubles_are_refused(typed):
 
 
 def test_out_of_range_message_names_the_limits():
-    with pytest.raises(AmountError, match="от 10,00 до 15\u00a0000,00 руб"):
+    with pytest.raises(AmountError, match="от 10,00 до 15\u00a0000,00\u00a0руб"):
         parse_typed("5", LOW, HIGH)
 
 
