@@ -37,6 +37,9 @@ CREATE TABLE IF NOT EXISTS transactions (
     effect      TEXT CHECK (effect IN ('paid', 'refunded', 'chargeback', 'declined')),
     total       TEXT NOT NULL,
     created_at  REAL NOT NULL,
+    -- customer_id + transaction_id + transaction_type + total, as the callback sign covers
+    -- them: moving characters between those fields keeps a captured sign valid.
+    signed_text TEXT UNIQUE,
     PRIMARY KEY (transaction_id, transaction_type)
 );
 -- One paid, one refunded and one chargeback transition per order, whatever races.
@@ -220,17 +223,19 @@ class Tx:
 
     # transactions and the callback journal
 
-    def transaction(self, transaction_id, transaction_type):
+    def transaction(self, transaction_id, transaction_type, signed_text=None):
+        """The transaction with this key, or any whose sign covered the same text."""
         return self._one(
-            "SELECT * FROM transactions WHERE transaction_id = ? AND transaction_type = ?",
-            transaction_id, transaction_type,
+            "SELECT * FROM transactions WHERE transaction_id = ? AND transaction_type = ?"
+            " OR signed_text = ?",
+            transaction_id, transaction_type, signed_text,
         )
 
     def insert_transaction(self, row):
         self.conn.execute(
             "INSERT INTO transactions (transaction_id, transaction_type, order_id, effect,"
-            " total, created_at) VALUES (:transaction_id, :transaction_type, :order_id,"
-            " :effect, :total, :created_at)",
+            " total, created_at, signed_text) VALUES (:transaction_id, :transaction_type,"
+            " :order_id, :effect, :total, :created_at, :signed_text)",
             row,
         )
 
