@@ -91,6 +91,9 @@ def normalize(config):
         config[key] = Decimal(str(config[key])).quantize(Decimal("0.01"))
     if config.get("PUBLIC_URL"):
         config["PUBLIC_URL"] = config["PUBLIC_URL"].rstrip("/")
+        # Werkzeug builds its own redirects (a doubled slash, a missing trailing one) from the
+        # Host header unless SERVER_NAME is set: with it they stay on our address.
+        config["SERVER_NAME"] = config.get("SERVER_NAME") or urlsplit(config["PUBLIC_URL"]).netloc
     if isinstance(config["CHRONOPAY_CALLBACK_IPS"], str):
         config["CHRONOPAY_CALLBACK_IPS"] = coerce(
             "CHRONOPAY_CALLBACK_IPS", config["CHRONOPAY_CALLBACK_IPS"], []
