@@ -79,5 +79,9 @@ def test_waitress_refuses_a_body_over_max_content_length_before_buffering_it(tmp
             sock.shutdown(socket.SHUT_WR)
             answer = sock.recv(4096)
         assert answer.startswith(b"HTTP/1.1 413 ")
+        limit = 64 * 1024  # exactly MAX_CONTENT_LENGTH still reaches the app (its 403)
+        answer = requests.post(server.url + "/chronopay/callback", data=b"a=" + b"x" * (limit - 2),
+                               headers={"Content-Type": "text/plain"}, timeout=10)
+        assert answer.status_code == 403
     finally:
         server.stop()
