@@ -34,6 +34,7 @@ DEFAULTS = {
     "BILLING_WORKER": True,
     "DB_BUSY_TIMEOUT": 30,
     "MAX_CONTENT_LENGTH": 64 * 1024,
+    "PERMANENT_SESSION_LIFETIME": 3600,
 }
 
 # Secrets that must be real outside tests and the sandbox.
@@ -102,7 +103,6 @@ def normalize(config):
     config["SESSION_COOKIE_SECURE"] = secure
     config["SESSION_COOKIE_HTTPONLY"] = True
     config["SESSION_COOKIE_SAMESITE"] = "Lax"
-    config.setdefault("PERMANENT_SESSION_LIFETIME", 3600)
     config.setdefault("WTF_CSRF_TIME_LIMIT", 3600)
 
 
