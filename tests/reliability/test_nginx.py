@@ -224,12 +224,14 @@ def test_nginx_headers_methods_sizes_and_rate_limits(stack, figures):
         conn.request("GET", "/pay")
         response = conn.getresponse()
         response.read()
+        if response.status == 429 and 429 not in statuses:
+            check("rate limited", 429, response.getheaders(), 429)
         statuses.append(response.status)
     conn.close()
     limited = statuses.count(429)
     figures("nginx: headers, methods, sizes, rate limit", runs + 3,
             runs - len(wrong) + not_journaled + to_https + (limited > 0 and max(statuses) < 500),
-            f"{runs} answers (app's and nginx's own 400/405/413/414) each carry the 5 security "
+            f"{runs} answers (app's and nginx's own 400/405/413/414/429) each carry the 5 security "
             f"headers once, no server version; {len(wrong)} wrong; non-GET/HEAD/POST"
             f" and big bodies journaled {0 if not_journaled else 'some'}; port 80 → our https "
             f"address {'yes' if to_https else 'no'}; 60 quick /pay: {statuses.count(403)} "
