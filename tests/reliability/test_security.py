@@ -461,9 +461,9 @@ def test_pip_audit_is_clean(figures):
                 figure)
         assert not vulns, vulns
         return None
-    return unreachable(figures, len(deps), f"{figure}; {len(skipped)} could not be looked up "
-                       f"({deps[0].get('skip_reason', '')[:60]}…): PyPI's per-version JSON API"
-                       " is not reachable from here", audited)
+    return unreachable(figures, len(deps), f"{figure}; {len(skipped)} not found by PyPI's "
+                       f"per-version JSON API (e.g. {skipped[0]}), so no advisory data for them",
+                       audited)
 
 
 def unreachable(figures, runs, message, passed=0):
