@@ -166,3 +166,21 @@ def test_captured_callback_rearranged_across_signed_fields_pays_nothing(client, 
     assert store.read().order(victim["order_id"])["review"] is None
     assert store.read().count("transactions") == 1 and store.read().count("events") == 1
     assert {r["verdict"] for r in journal(store)[:4]} == {"replay"}
+
+
+def test_a_database_made_before_signed_text_is_upgraded_on_start(config, tmp_path):
+    import sqlite3
+
+    from gateway import create_app
+
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE transactions (transaction_id TEXT NOT NULL, transaction_type TEXT"
+                " NOT NULL, order_id TEXT NOT NULL, effect TEXT, total TEXT NOT NULL,"
+                " created_at REAL NOT NULL, PRIMARY KEY (transaction_id, transaction_type))")
+    old.close()
+    app = create_app(dict(config, DATABASE_URL=f"sqlite:///{path}"))
+    client = app.test_client()
+    query = pay_order(client, app)
+    assert app.extensions["store"].read().order(query["order_id"])["status"] == "paid"
+    app.extensions["store"].close()
