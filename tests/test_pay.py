@@ -224,3 +224,11 @@ def test_session_cookie_is_secure_httponly_lax(client, app):
     response = client.get(link(app, amount=None))
     cookie = response.headers["Set-Cookie"]
     assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+@pytest.mark.parametrize("path", ["/static//style.css", "/pay//success/x"])
+def test_canonical_redirects_stay_on_our_host_whatever_host_is_sent(client, path):
+    response = client.get(path, headers={"Host": "evil.example"})
+    location = response.headers.get("Location", "")
+    assert "evil.example" not in location
+    assert not location or location.startswith(("/", "https://pay.test/", "http://pay.test/"))
