@@ -5,13 +5,13 @@ PY := $(VENV)/bin/python
 PORT ?= 8080
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: install demo test lint bench profile reliability clean
+.PHONY: install demo test lint bench profile reliability screenshots clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade pip setuptools
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
@@ -44,6 +44,11 @@ profile: install
 
 lint: install
 	$(VENV)/bin/ruff check gateway tests wsgi.py bench
+
+# Every subscriber page at 360 and 1280 px, taken by the browser test, for docs/pages.md.
+screenshots: install
+	rm -f docs/screenshots/*.png
+	SCREENSHOT_DIR=docs/screenshots $(PY) -m pytest tests/test_browser.py --no-cov -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .coverage .hypothesis

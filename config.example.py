@@ -27,3 +27,4 @@ BILLING_RETRY_FOR = 259200  # seconds to keep retrying an event before it is dea
 BILLING_WORKER = True  # run the delivery worker thread inside the service
 DB_BUSY_TIMEOUT = 30  # seconds a write waits for the database lock
 MAX_CONTENT_LENGTH = 65536  # largest request body accepted, bytes
+PERMANENT_SESSION_LIFETIME = 3600  # seconds a signed session cookie (the CSRF token) is accepted

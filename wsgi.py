@@ -19,7 +19,12 @@ def serve():
     listen = os.environ.get("LISTEN") or app.config["LISTEN"]
     threads = int(os.environ.get("THREADS") or app.config["THREADS"])
     proxy = os.environ.get("TRUSTED_PROXY") or app.config["TRUSTED_PROXY"]
-    options = {"listen": listen, "threads": threads, "ident": "gateway"}
+    # Bodies and headers bounded here too: the app's 413 would come after waitress had
+    # buffered up to its own default of 1 GB. waitress refuses a body >= its limit, Flask one
+    # > MAX_CONTENT_LENGTH: + 1 makes them agree.
+    options = {"listen": listen, "threads": threads, "ident": "gateway",
+               "max_request_body_size": app.config["MAX_CONTENT_LENGTH"] + 1,
+               "max_request_header_size": 32 * 1024}
     if proxy:
         options.update(
             trusted_proxy=proxy, trusted_proxy_count=1,

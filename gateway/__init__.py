@@ -100,15 +100,20 @@ def register_handlers(app):
     @app.errorhandler(500)
     def internal_error(exc):
         return answer(500, "Ошибка на нашей стороне",
-                      "Что-то пошло не так. Деньги не списаны, если вы не ввели данные карты.",
-                      "Попробуйте еще раз через несколько минут.")
+                      "Что-то пошло не так, и мы уже об этом знаем. Если вы оплатили, деньги "
+                      "не пропадут: они поступят на лицевой счет, как только ChronoPay "
+                      "подтвердит платеж.",
+                      "Не платите повторно. Проверьте баланс в личном кабинете через "
+                      "несколько минут.")
 
 
 def answer(status, title, message, advice):
     """A Russian error page for people, a plain status line for machines."""
     if request.path.startswith(MACHINE_PATHS):
         return f"{status} {title}\n", status, {"Content-Type": "text/plain; charset=utf-8"}
-    return render_template("error.html", title=title, message=message, advice=advice), status
+    page = render_template("error.html", status=status, title=title, message=message,
+                           advice=advice)
+    return page, status
 
 
 def secure_headers(response):

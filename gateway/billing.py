@@ -71,7 +71,7 @@ def verify(keys, request_headers, body, now, tolerance=TOLERANCE):
     lower = {name.lower(): value for name, value in request_headers.items()}
     msg_id = lower.get("webhook-id", "")
     stamp = lower.get("webhook-timestamp", "")
-    if not msg_id or not stamp.isdigit() or abs(now - int(stamp)) > tolerance:
+    if not msg_id or not re.fullmatch(r"[0-9]{1,15}", stamp) or abs(now - int(stamp)) > tolerance:
         raise WebhookInvalid("webhook id or timestamp missing or out of tolerance")
     expected = signature(keys, msg_id, int(stamp), body).split(" ")
     for given in lower.get("webhook-signature", "").split(" "):

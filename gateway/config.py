@@ -34,6 +34,7 @@ DEFAULTS = {
     "BILLING_WORKER": True,
     "DB_BUSY_TIMEOUT": 30,
     "MAX_CONTENT_LENGTH": 64 * 1024,
+    "PERMANENT_SESSION_LIFETIME": 3600,
 }
 
 # Secrets that must be real outside tests and the sandbox.
@@ -91,6 +92,9 @@ def normalize(config):
         config[key] = Decimal(str(config[key])).quantize(Decimal("0.01"))
     if config.get("PUBLIC_URL"):
         config["PUBLIC_URL"] = config["PUBLIC_URL"].rstrip("/")
+        # Werkzeug builds its own redirects (a doubled slash, a missing trailing one) from the
+        # Host header unless SERVER_NAME is set: with it they stay on our address.
+        config["SERVER_NAME"] = config.get("SERVER_NAME") or urlsplit(config["PUBLIC_URL"]).netloc
     if isinstance(config["CHRONOPAY_CALLBACK_IPS"], str):
         config["CHRONOPAY_CALLBACK_IPS"] = coerce(
             "CHRONOPAY_CALLBACK_IPS", config["CHRONOPAY_CALLBACK_IPS"], []
@@ -99,7 +103,6 @@ def normalize(config):
     config["SESSION_COOKIE_SECURE"] = secure
     config["SESSION_COOKIE_HTTPONLY"] = True
     config["SESSION_COOKIE_SAMESITE"] = "Lax"
-    config.setdefault("PERMANENT_SESSION_LIFETIME", 3600)
     config.setdefault("WTF_CSRF_TIME_LIMIT", 3600)
 
 

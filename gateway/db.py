@@ -37,8 +37,13 @@ CREATE TABLE IF NOT EXISTS transactions (
     effect      TEXT CHECK (effect IN ('paid', 'refunded', 'chargeback', 'declined')),
     total       TEXT NOT NULL,
     created_at  REAL NOT NULL,
+    -- customer_id + transaction_id + transaction_type + total, as the callback sign covers
+    -- them: moving characters between those fields keeps a captured sign valid.
+    signed_text TEXT,
     PRIMARY KEY (transaction_id, transaction_type)
 );
+-- One transaction per signed text, however its fields were split.
+CREATE UNIQUE INDEX IF NOT EXISTS transactions_signed_text ON transactions (signed_text);
 -- One paid, one refunded and one chargeback transition per order, whatever races.
 CREATE UNIQUE INDEX IF NOT EXISTS transactions_one_effect ON transactions (order_id, effect)
     WHERE effect IN ('paid', 'refunded', 'chargeback');
@@ -106,6 +111,14 @@ ORDER_COLUMNS = (
 )
 
 
+def upgrade(conn):
+    """Add the columns a database made by an earlier version lacks (CREATE TABLE IF NOT EXISTS
+    leaves an existing table as it is)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(transactions)")}
+    if columns and "signed_text" not in columns:
+        conn.execute("ALTER TABLE transactions ADD COLUMN signed_text TEXT")
+
+
 class Store:
     """An SQLite database with one connection per thread (waitress serves from a pool)."""
 
@@ -142,8 +155,9 @@ class Store:
             self._local.conn = None
 
     def init_schema(self):
-        """Create the tables and indexes that are missing."""
+        """Create the tables, columns and indexes that are missing."""
         with self.write() as tx:
+            upgrade(tx.conn)
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     tx.conn.execute(statement)
@@ -220,17 +234,19 @@ class Tx:
 
     # transactions and the callback journal
 
-    def transaction(self, transaction_id, transaction_type):
+    def transaction(self, transaction_id, transaction_type, signed_text=None):
+        """The transaction with this key, or any whose sign covered the same text."""
         return self._one(
-            "SELECT * FROM transactions WHERE transaction_id = ? AND transaction_type = ?",
-            transaction_id, transaction_type,
+            "SELECT * FROM transactions WHERE transaction_id = ? AND transaction_type = ?"
+            " OR signed_text = ?",
+            transaction_id, transaction_type, signed_text,
         )
 
     def insert_transaction(self, row):
         self.conn.execute(
             "INSERT INTO transactions (transaction_id, transaction_type, order_id, effect,"
-            " total, created_at) VALUES (:transaction_id, :transaction_type, :order_id,"
-            " :effect, :total, :created_at)",
+            " total, created_at, signed_text) VALUES (:transaction_id, :transaction_type,"
+            " :order_id, :effect, :total, :created_at, :signed_text)",
             row,
         )
 

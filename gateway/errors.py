@@ -37,6 +37,8 @@ class OrderNotFound(GatewayError):
     status = 404
     title = "Платеж не найден"
     message = "Мы не нашли такой платеж."
+    advice = ("Проверьте, что ссылка открыта полностью. Если вы уже заплатили, деньги поступят "
+              "на счет: это видно в личном кабинете.")
 
 
 class AmountError(GatewayError):

@@ -13,9 +13,8 @@ _TYPED = re.compile(
     rf"(?:[0-9]{{1,3}}(?:[{_SPACES}][0-9]{{3}})+|[0-9]+)(?:[.,][0-9]{{1,2}})?", re.ASCII
 )
 # What a machine sends (the cabinet link, the ChronoPay callback): digits, a dot, two decimals
-# at most. No sign, exponent, spaces or commas.
-_WIRE = re.compile(r"[0-9]+(?:\.[0-9]{1,2})?", re.ASCII)
-_MAX_DIGITS = 12
+# at most, twelve whole digits at most. No sign, exponent, spaces or commas.
+_WIRE = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,2})?", re.ASCII)
 
 
 def parse_typed(text, minimum, maximum):
@@ -32,7 +31,7 @@ def parse_typed(text, minimum, maximum):
 
 def parse_wire(text, minimum=None, maximum=None):
     """Read an amount sent by a machine; limits are checked only when given."""
-    if not isinstance(text, str) or not _WIRE.fullmatch(text) or len(text) > _MAX_DIGITS + 3:
+    if not isinstance(text, str) or not _WIRE.fullmatch(text):
         raise AmountError("Сумма указана неверно.")
     amount = Decimal(text).quantize(CENT)
     if minimum is None:
@@ -44,7 +43,7 @@ def _within(amount, minimum, maximum):
     amount = amount.quantize(CENT)
     if amount < minimum or amount > maximum:
         raise AmountError(
-            f"Сумма должна быть от {format_human(minimum)} до {format_human(maximum)} руб."
+            f"Сумма должна быть от {format_human(minimum)} до {format_human(maximum)}\u00a0руб."
         )
     return amount
 

@@ -51,6 +51,11 @@ def create_order(store, *, nonce, login, account, amount, now):
 def decide(order, prior, cb, product_id):
     """The effect of a verified callback on an order, given the transaction already seen."""
     if prior is not None:
+        key = (prior.get("transaction_id", cb.transaction_id),
+               prior.get("transaction_type", cb.transaction_type))
+        if key != (cb.transaction_id, cb.transaction_type):
+            return Decision("replay", f"signed fields of transaction {key[0][:64]!r} re-split",
+                            record=False)
         if prior["order_id"] == cb.order_id:
             return Decision("duplicate", "transaction already recorded", record=False)
         return Decision("replay", f"transaction belongs to order {prior['order_id']}",
@@ -162,12 +167,12 @@ def apply_callback(store, cb, *, product_id, now, remote_addr, body, retry_for):
 def _apply_once(store, cb, product_id, now, remote_addr, body, retry_for):
     with store.write() as tx:
         order = tx.order(cb.order_id) if cb.order_id else None
-        prior = tx.transaction(cb.transaction_id, cb.transaction_type)
+        prior = tx.transaction(cb.transaction_id, cb.transaction_type, cb.signed_text)
         decision = decide(order, prior, cb, product_id)
         transaction = {
             "transaction_id": cb.transaction_id, "transaction_type": cb.transaction_type,
             "order_id": cb.order_id, "effect": decision.effect, "total": cb.total,
-            "created_at": now,
+            "created_at": now, "signed_text": cb.signed_text,
         }
         if decision.record and order is not None:
             tx.insert_transaction(transaction)

@@ -1,7 +1,9 @@
 """Fixtures: the app with a clock we move, its client and CLI runner, and "pay an order"."""
 
+import logging
 import os
 import re
+import runpy
 import socket
 import subprocess
 import sys
@@ -24,6 +26,41 @@ SECRETS = {
     "BILLING_SECRET": "whsec_dGVzdC1iaWxsaW5nLXNlY3JldC0wMTIzNDU2Nzg5YWJjZGVm",
 }
 PRODUCT = "001234-0001-0001"
+
+
+# What must never appear in a log line: a ChronoPay sign (32 hex), a link signature (64 hex),
+# a Standard Webhooks signature, and (checked apart) every configured secret value. A hex
+# digest has letters and digits both (all-digit ids that long are someone's input, not ours).
+SIGNATURE = re.compile(r"(?<![0-9a-f])(?=[0-9]*[a-f])(?=[a-f]*[0-9])(?:[0-9a-f]{64}|[0-9a-f]{32})"
+                       r"(?![0-9a-f])|v1,[\w+/]{43}=")
+SECRET_KEYS = ("SECRET_KEY", "CABINET_SECRET", "CHRONOPAY_SHARED_SECRET", "BILLING_SECRET")
+
+
+def config_secrets(path):
+    """The secret values a config file sets."""
+    scope = runpy.run_path(path)
+    return {str(scope[key]) for key in SECRET_KEYS if scope.get(key)}
+
+
+KNOWN_SECRETS = set(SECRETS.values()).union(
+    *(config_secrets(os.path.join(ROOT, name)) for name in ("config.sandbox.py",
+                                                           "config.example.py")))
+
+
+def leaks(text, secrets=()):
+    """Secret values and signature-shaped strings found in log text."""
+    return [s for s in {*KNOWN_SECRETS, *secrets} if s and s in text] + SIGNATURE.findall(text)
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_logs(caplog):
+    """Every test of the suite: no log line may carry a secret, a sign or a signature."""
+    caplog.set_level(logging.INFO)
+    yield
+    records = [r for when in ("setup", "call") for r in caplog.get_records(when)]
+    text = "\n".join(logging.Formatter("%(name)s %(message)s").format(r) for r in records)
+    found = leaks(text)
+    assert not found, f"a log line carries a secret or signature: {found[:3]}"
 
 
 class Clock:
@@ -194,6 +231,11 @@ class LiveServer:
             self.process.kill() if kill else self.process.terminate()
             self.process.wait(10)
         self.log.close()
+        own = {v for k, v in self.env.items() if "SECRET" in k and k.startswith("GATEWAY_")}
+        if self.env.get("GATEWAY_CONFIG"):
+            own |= config_secrets(self.env["GATEWAY_CONFIG"])
+        found = leaks(self.output(), own)
+        assert not found, f"the server's log carries a secret or signature: {found[:3]}"
 
     def output(self):
         return self.log_path.read_text(errors="replace")

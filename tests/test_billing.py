@@ -97,3 +97,10 @@ def test_event_body_is_the_contract():
         "order_id": "o1", "login": "dem001", "account": "6", "amount": "1000.00",
         "currency": "RUB", "transaction_id": "t1", "transaction_type": "Purchase",
         "paid_at": "2025-11-28T10:00:00Z"}}
+
+
+@pytest.mark.parametrize("stamp", ["²", "١٧٦٤٣٠٠٠٠٠", "9" * 5000, "+1764300000"])
+def test_timestamp_that_is_not_ascii_digits_is_invalid_not_a_crash(stamp):
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": stamp, "webhook-signature": "v1,x"}
+    with pytest.raises(WebhookInvalid):
+        billing.verify(billing.parse_secrets(SECRET), headers, BODY, 1764300000)

@@ -148,3 +148,39 @@ def test_oversize_callback_is_refused_plainly(client):
     response = client.post("/chronopay/callback", data={"x": "a" * 100_000},
                            environ_base={"REMOTE_ADDR": "127.0.0.1"})
     assert response.status_code == 413
+
+
+def test_captured_callback_rearranged_across_signed_fields_pays_nothing(client, app, store):
+    # The sign covers customer_id + transaction_id + ... with no separators, so moving
+    # characters across a boundary keeps it valid while naming a "new" transaction.
+    victim = pay_order(client, app, "1000.00")
+    mine = hand_off(client, app, "1000.00")
+    stolen = callback_fields(app, victim)
+    for customer_id, transaction_id in ((stolen["customer_id"] + "7", "0001"),
+                                        (stolen["customer_id"][:-1], "270001")):
+        moved = dict(stolen, customer_id=customer_id, transaction_id=transaction_id)
+        for order_id in (mine["order_id"], victim["order_id"]):
+            assert send_callback(client, dict(moved, order_id=order_id)).status_code == 200
+    assert store.read().order(mine["order_id"])["status"] == "pending"
+    assert store.read().order(mine["order_id"])["review"] is None
+    assert store.read().order(victim["order_id"])["review"] is None
+    assert store.read().count("transactions") == 1 and store.read().count("events") == 1
+    assert {r["verdict"] for r in journal(store)[:4]} == {"replay"}
+
+
+def test_a_database_made_before_signed_text_is_upgraded_on_start(config, tmp_path):
+    import sqlite3
+
+    from gateway import create_app
+
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE transactions (transaction_id TEXT NOT NULL, transaction_type TEXT"
+                " NOT NULL, order_id TEXT NOT NULL, effect TEXT, total TEXT NOT NULL,"
+                " created_at REAL NOT NULL, PRIMARY KEY (transaction_id, transaction_type))")
+    old.close()
+    app = create_app(dict(config, DATABASE_URL=f"sqlite:///{path}"))
+    client = app.test_client()
+    query = pay_order(client, app)
+    assert app.extensions["store"].read().order(query["order_id"])["status"] == "paid"
+    app.extensions["store"].close()

@@ -116,3 +116,12 @@ def test_any_change_to_a_signed_field_is_rejected(field, value):
     form[field] = [value]
     with pytest.raises(CallbackRejected):
         chronopay.verify_callback(form, "sharedsec")
+
+
+@pytest.mark.parametrize("field", ["customer_id", "transaction_id", "transaction_type", "total"])
+@pytest.mark.parametrize("value", ["1000.00\x80\x00\x00", "10 00", "1000.00\n", "Ｐurchase"])
+def test_signed_field_outside_printable_ascii_is_malformed_even_if_signed(field, value):
+    # An MD5 length extension appends padding bytes (0x80, 0x00...) and keeps the sign valid.
+    with pytest.raises(CallbackRejected) as caught:
+        chronopay.verify_callback(signed_form(**{field: value}), "sharedsec")
+    assert caught.value.verdict == "malformed"

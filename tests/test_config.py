@@ -82,3 +82,11 @@ def test_init_db_command(production):
     app = create_app(production)
     result = app.test_cli_runner().invoke(args=["init-db"])
     assert result.exit_code == 0 and "schema ready" in result.output
+
+
+def test_signed_session_is_accepted_for_an_hour_not_flasks_month(production):
+    # Flask already holds a 31-day PERMANENT_SESSION_LIFETIME, so a setdefault never applied;
+    # Flask checks every session cookie's signature age against it, permanent or not.
+    app = create_app(production)
+    assert app.permanent_session_lifetime.total_seconds() == 3600
+    assert app.config["WTF_CSRF_TIME_LIMIT"] == 3600

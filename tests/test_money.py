@@ -40,7 +40,7 @@ def test_typed_amounts_that_are_not_rubles_are_refused(typed):
 
 
 def test_out_of_range_message_names_the_limits():
-    with pytest.raises(AmountError, match="от 10,00 до 15\u00a0000,00 руб"):
+    with pytest.raises(AmountError, match="от 10,00 до 15\u00a0000,00\u00a0руб"):
         parse_typed("5", LOW, HIGH)
 
 
@@ -72,3 +72,12 @@ def test_wire_format_round_trips(amount):
 @given(st.decimals(min_value=LOW, max_value=HIGH, places=2))
 def test_what_we_show_people_reads_back(amount):
     assert parse_typed(format_human(amount), LOW, HIGH) == amount
+
+
+@pytest.mark.parametrize("digits", [13, 14, 15])
+def test_wire_amount_has_at_most_twelve_whole_digits_with_or_without_cents(digits):
+    # "22222222222222" passed the length check that "22222222222222.00" failed.
+    for text in ("2" * digits, "2" * digits + ".00"):
+        with pytest.raises(AmountError):
+            parse_wire(text)
+    assert parse_wire("2" * 12) == parse_wire("2" * 12 + ".00")

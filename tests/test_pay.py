@@ -190,6 +190,23 @@ def test_unknown_page_is_a_russian_404(client):
         as_text=True)
 
 
+def test_unexpected_failure_is_a_russian_500_without_a_traceback(config):
+    from gateway import create_app
+
+    app = create_app(dict(config, PROPAGATE_EXCEPTIONS=False))
+
+    @app.get("/pay/broken")
+    def broken():
+        raise ZeroDivisionError("an unexpected bug")
+
+    response = app.test_client().get("/pay/broken")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 500 and "Ошибка на нашей стороне" in page
+    assert "Не платите повторно" in page and "https://cabinet.test/" in page
+    assert "Traceback" not in page and "ZeroDivisionError" not in page
+    app.extensions["store"].close()
+
+
 def test_every_answer_carries_the_security_headers(client, app):
     for response in (client.get(link(app)), client.get("/nowhere"),
                      client.post("/chronopay/callback")):
@@ -207,3 +224,11 @@ def test_session_cookie_is_secure_httponly_lax(client, app):
     response = client.get(link(app, amount=None))
     cookie = response.headers["Set-Cookie"]
     assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+@pytest.mark.parametrize("path", ["/static//style.css", "/pay//success/x"])
+def test_canonical_redirects_stay_on_our_host_whatever_host_is_sent(client, path):
+    response = client.get(path, headers={"Host": "evil.example"})
+    location = response.headers.get("Location", "")
+    assert "evil.example" not in location
+    assert not location or location.startswith(("/", "https://pay.test/", "http://pay.test/"))

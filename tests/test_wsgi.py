@@ -65,3 +65,23 @@ def test_production_start_without_secrets_stops_with_one_sentence(tmp_path):
     assert result.returncode != 0
     assert result.stderr.strip() == (
         "gateway: refusing to start: Set SECRET_KEY to a value of your own, not the example's.")
+
+
+def test_waitress_refuses_a_body_over_max_content_length_before_buffering_it(tmp_path):
+    # Without a limit waitress buffers up to 1 GB (spilling to disk) before the app says 413.
+    import socket
+
+    server = LiveServer(tmp_path).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"POST /chronopay/callback HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Length: 500000000\r\n\r\na=1")
+            sock.shutdown(socket.SHUT_WR)
+            answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 413 ")
+        limit = 64 * 1024  # exactly MAX_CONTENT_LENGTH still reaches the app (its 403)
+        answer = requests.post(server.url + "/chronopay/callback", data=b"a=" + b"x" * (limit - 2),
+                               headers={"Content-Type": "text/plain"}, timeout=10)
+        assert answer.status_code == 403
+    finally:
+        server.stop()

@@ -1,0 +1,121 @@
+"""A real nginx (the Debian package) running a loopback copy of deploy/nginx.conf."""
+
+import os
+import pathlib
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+from conftest import ROOT, free_port
+
+SITE = os.path.join(ROOT, "deploy", "nginx.conf")
+INSTALL = "apt-get install nginx-light"
+
+
+def nginx_binary():
+    """The nginx executable; under CI a missing one fails the test instead of skipping it."""
+    path = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
+    if path is None:
+        message = f"nginx is not installed: {INSTALL} (.ci/run does this)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def self_signed_cert(directory):
+    """A one-day certificate for 127.0.0.1, made now; returns (cert, key) paths."""
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+         "-days", "1", "-keyout", key, "-out", cert,
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def loopback_site(text, https_port, http_port, upstream_port, cert, key):
+    """deploy/nginx.conf with loopback ports and our certificate; every edit must apply."""
+    edits = [
+        (r"listen \[::\]:\d+[^;]*;\n", ""),
+        (r"listen 80;", f"listen 127.0.0.1:{http_port};"),
+        (r"listen 443 ", f"listen 127.0.0.1:{https_port} "),
+        (r"server_name pay\.example\.ru;", "server_name 127.0.0.1;"),
+        (r"https://pay\.example\.ru\$request_uri", f"https://127.0.0.1:{https_port}$request_uri"),
+        (r"ssl_certificate\s+\S+;", f"ssl_certificate {cert};"),
+        (r"ssl_certificate_key\s+\S+;", f"ssl_certificate_key {key};"),
+        (r"http://127\.0\.0\.1:8080;", f"http://127.0.0.1:{upstream_port};"),
+    ]
+    for pattern, replacement in edits:
+        text, count = re.subn(pattern, lambda _m, r=replacement: r, text)
+        assert count, f"deploy/nginx.conf no longer has {pattern!r}"
+    return text
+
+
+class Nginx:
+    """nginx in the foreground with its pid, logs and temp files under one directory."""
+
+    def __init__(self, directory, upstream_port):
+        self.directory = str(directory)
+        self.https_port, self.http_port = free_port(), free_port()
+        self.upstream_port = upstream_port
+        self.url = f"https://127.0.0.1:{self.https_port}"
+        self.process = None
+
+    def write_config(self):
+        cert, key = self_signed_cert(self.directory)
+        self.cert = cert
+        with open(SITE, encoding="utf-8") as fh:
+            site = loopback_site(fh.read(), self.https_port, self.http_port, self.upstream_port,
+                                 cert, key)
+        d = self.directory
+        with open(os.path.join(d, "site.conf"), "w", encoding="utf-8") as fh:
+            fh.write(site)
+        user = "user root;\n" if os.geteuid() == 0 else ""  # workers must read our temp dir
+        temps = "".join(f"    {kind}_temp_path {d}/{kind};\n"
+                        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        main = (f"{user}worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n"
+                "events { worker_connections 256; }\n"
+                f"http {{\n    access_log {d}/access.log;\n{temps}    include {d}/site.conf;\n}}\n")
+        self.config = os.path.join(d, "nginx.conf")
+        with open(self.config, "w", encoding="utf-8") as fh:
+            fh.write(main)
+
+    def start(self):
+        self.write_config()
+        binary = nginx_binary()
+        check = subprocess.run([binary, "-t", "-p", self.directory, "-c", self.config, "-e",
+                                os.path.join(self.directory, "error.log")],
+                               capture_output=True, text=True, timeout=30)
+        assert check.returncode == 0, check.stderr
+        self.process = subprocess.Popen(
+            [binary, "-p", self.directory, "-c", self.config, "-e",
+             os.path.join(self.directory, "error.log"), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.error_log()
+            try:
+                socket.create_connection(("127.0.0.1", self.https_port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("nginx did not start")
+
+    def tls(self):
+        """A client TLS context that trusts only this nginx's certificate."""
+        return ssl.create_default_context(cafile=self.cert)
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+    def error_log(self):
+        path = pathlib.Path(self.directory, "error.log")
+        return path.read_text(errors="replace") if path.exists() else ""
