@@ -71,7 +71,7 @@ def plans(gateway):
                             remote_addr="127.0.0.1", body="", retry_for=3600.0)
     conn.set_trace_callback(None)
     found = []
-    for sql in statements:
+    for sql in dict.fromkeys(statements):  # a statement re-prepared is traced twice
         if sql.split()[0].upper() in ("SELECT", "UPDATE", "INSERT"):
             steps = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
             found.append((" ".join(sql.split())[:90], "; ".join(steps) or "(insert)"))

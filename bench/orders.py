@@ -40,7 +40,8 @@ def history(store, count, now=None):
         for order_id in ids:
             transaction = {"transaction_id": "h" + order_id, "transaction_type": "Purchase",
                            "order_id": order_id, "effect": "paid", "total": AMOUNT,
-                           "created_at": now}
+                           "created_at": now,
+                           "signed_text": f"c-42h{order_id}Purchase{AMOUNT}"}
             tx.insert_transaction(transaction)
             tx.update_order(order_id, now, status="paid", paid_at=now,
                             transaction_id=transaction["transaction_id"])
