@@ -2,8 +2,9 @@
 
 `python bench/apps.py ok` answers "OK" to anything: what bare Flask costs.
 `python bench/apps.py insert DB` makes one durable SQLite insert per request (WAL,
-synchronous=FULL, BEGIN IMMEDIATE, a connection per thread), exactly as the gateway's Store
-writes: the floor that a callback, which must be durable before its 200, cannot beat.
+synchronous=FULL, BEGIN IMMEDIATE, a connection per thread, writers queued on one in-process
+lock), exactly as the gateway's Store writes: the floor that a callback, which must be
+durable before its 200, cannot beat.
 """
 
 import os
@@ -32,6 +33,7 @@ def ok_app():
 def insert_app(path):
     app = Flask("insert")
     local = threading.local()
+    write_lock = threading.RLock()  # the Store's write discipline, see gateway/db.py
     setup = sqlite3.connect(path)
     setup.execute("PRAGMA journal_mode=WAL")
     setup.execute("CREATE TABLE IF NOT EXISTS hits (id INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -51,10 +53,11 @@ def insert_app(path):
     @app.route("/<path:path>", methods=["POST"])
     def insert(path):
         conn = connection()
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT INTO hits (received_at, body) VALUES (?, ?)",
-                     (time.time(), request.get_data(as_text=True)))
-        conn.execute("COMMIT")
+        with write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO hits (received_at, body) VALUES (?, ?)",
+                         (time.time(), request.get_data(as_text=True)))
+            conn.execute("COMMIT")
         return "OK", 200, PLAIN
 
     return app
