@@ -10,6 +10,7 @@ where latency goes); with --cpu only the thread holding the GIL (where Python CP
 import collections
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,7 @@ def main(scenario="callback", concurrency="8", seconds="8", *flags):
     for name, marker in THREADS.items():
         print(f"\n{name}:")
         print(summarize(out, marker))
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def summarize(path, marker, top=25):
