@@ -10,6 +10,7 @@ import email.utils
 import logging
 import os
 import random
+import re
 import secrets
 import socket
 import sqlite3
@@ -21,6 +22,7 @@ from .errors import TransportError
 log = logging.getLogger(__name__)
 MAX_WAIT = 3600.0
 JITTER = 0.2
+_DELTA_SECONDS = re.compile(r"[0-9]+", re.ASCII)
 
 
 def backoff(base, attempts, rng=random.random):
@@ -32,7 +34,7 @@ def backoff(base, attempts, rng=random.random):
 def retry_after(value, now):
     """Seconds billing asked us to wait (delta-seconds or an HTTP date), or None."""
     value = (value or "").strip()
-    if value.isdigit():
+    if _DELTA_SECONDS.fullmatch(value):  # not str.isdigit(): "²" is a digit to it
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
