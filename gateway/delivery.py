@@ -18,6 +18,7 @@ import threading
 
 from . import billing
 from .errors import TransportError
+from .faults import crash_point
 
 log = logging.getLogger(__name__)
 MAX_WAIT = 3600.0
@@ -92,7 +93,9 @@ class Deliverer:
                 return None
             attempt_id = tx.insert_attempt({"event_id": event["event_id"], "worker": self.name,
                                             "started_at": now})
+            crash_point("delivery.claim")
         outcome, status, error, asked = self.attempt(event)
+        crash_point("delivery.after_post")
         finished = self.clock()
         changes = settle(event, outcome, error, asked, finished, self.retry_base, self.rng)
         with self.store.write() as tx:

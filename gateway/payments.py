@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from . import billing, chronopay
 from .errors import AmountError
+from .faults import crash_point
 from .money import format_wire, parse_wire
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,8 @@ def _apply_once(store, cb, product_id, now, remote_addr, body, retry_for):
             })
         entry = journal_entry(now, remote_addr, body, decision.verdict, decision.reason, cb)
         tx.journal(entry)
+        crash_point("callback.before_commit")
+    crash_point("callback.after_commit")
     log_verdict(entry)
     return decision
 
