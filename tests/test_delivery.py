@@ -208,11 +208,11 @@ def test_chargeback_of_a_paid_order_emits_once(client, app, store):
 
 
 @pytest.mark.parametrize("ttype", ["Refund", "refund", "chargeback"])
-def test_reversal_of_an_unpaid_order_is_review_never_an_event(client, app, store, ttype):
+def test_reversal_of_an_unpaid_order_is_held_never_an_event(client, app, store, ttype):
     query = hand_off(client, app)
     assert send_callback(client, callback_fields(app, query, "80001", ttype)).status_code == 200
     order = store.read().order(query["order_id"])
-    assert order["status"] == "pending" and order["review"]
+    assert order["status"] == "pending" and order["review"] is None
     assert events(store) == []
 
 
