@@ -121,8 +121,8 @@ def test_sigkill_then_restart_loses_nothing_and_credits_once(tmp_path, receiver,
             f"{sum(r['acknowledged'] for r in runs)} callbacks got 200 before the kill, "
             f"{sum(len(r['lost']) for r in runs)} lost; {sum(r['resent'] for r in runs)} "
             f"re-sent, all 200; paid = events = credits = {PAYMENTS} every run; "
-            f"{sum(r['resent_to_billing'] for r in runs)} events POSTed again after the "
-            f"restart, ≤{max(r['ids'] for r in runs)} event id per order; "
+            f"events POSTed again after the restart: {sum(r['resent_to_billing'] for r in runs)}"
+            f", ≤{max(r['ids'] for r in runs)} event id per order; "
             f"integrity_check ok {sum(r['checks'] == ['ok', 'ok'] for r in runs)}/{len(runs)}")
     for run in runs:
         assert run["lost"] == []  # every callback answered 200 was on disk

@@ -106,7 +106,7 @@ def test_16_threads_of_50_orders_while_the_worker_delivers(served, receiver, fig
     events = scalar(store, "SELECT count(DISTINCT order_id) FROM events")
     once = sum(1 for count in receiver.acked.values() if count == 1)
     locked = len(locked_lines(server))
-    figures("16 threads × 50 orders' callbacks, worker delivering", 1,
+    figures(f"{threads} threads × {each} orders' callbacks, worker delivering", 1,
             int(paid == once == len(orders) and errors == 0 == locked),
             f"{paid} paid, {events} events, {once} delivered once, {errors} errors, "
             f"{locked} locked; callbacks {callbacks_done:.1f} s, all acked at {drained:.1f} s")
@@ -138,15 +138,15 @@ def test_billing_hanging_its_whole_timeout_leaves_callbacks_as_fast(served, rece
     measure(server, store, 20)  # warm-up: connections, caches, first pages of the file
     before, failed_before = measure(server, store, count)
     receiver.default = "hang"
-    hang_started = time.monotonic()
     during, failed_during = measure(server, store, count)
-    receiver.wait_for(lambda r: sum(r.in_flight.values()) >= 1)
-    # Keep calling back until billing has held the worker for more than two whole timeouts.
-    while time.monotonic() - hang_started < 2.5 * timeout:
+    # Keep calling back until billing has held the worker for two whole timeouts at least.
+    deadline = time.monotonic() + 30 * timeout
+    while (timed_out := scalar(
+            store, "SELECT count(*) FROM attempts WHERE error = 'ReadTimeout'")) < 2:
+        assert time.monotonic() < deadline, "the worker never waited out a hanging billing"
         more, failed = measure(server, store, 10)
         during += more
         failed_during += failed
-    timed_out = scalar(store, "SELECT count(*) FROM attempts WHERE error = 'ReadTimeout'")
     receiver.default = 204
     receiver.release.set()
     after, failed_after = measure(server, store, count)
@@ -161,5 +161,4 @@ def test_billing_hanging_its_whole_timeout_leaves_callbacks_as_fast(served, rece
             f"vs {ms(percentile(baseline, 95))}; {len(during)} callbacks during {timed_out} "
             f"timed-out attempts of {timeout:.0f} s; {failed} failed")
     assert failed == 0
-    assert timed_out >= 2
     assert ratio <= 2.0, (percentile(during, 50), percentile(baseline, 50))
