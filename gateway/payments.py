@@ -178,34 +178,41 @@ def _apply_once(store, cb, product_id, now, remote_addr, body, retry_for):
         prior = tx.transaction(cb.transaction_id, cb.transaction_type)
         held = tx.reversal(order["order_id"]) if order and order["status"] in UNPAID else None
         decision = decide(order, prior, cb, product_id, held)
-        reason = decision.reason
         transaction = {
             "transaction_id": cb.transaction_id, "transaction_type": cb.transaction_type,
             "order_id": cb.order_id, "effect": decision.effect, "total": cb.total,
             "created_at": now,
         }
-        if decision.record and order is not None:
-            tx.insert_transaction(transaction)
-        if order is not None and (decision.status or decision.review != order["review"]):
-            changes = {"review": decision.review or order["review"]}
-            if decision.status:
-                changes["status"] = decision.status
-            if decision.status == "paid":
-                changes.update(paid_at=now, transaction_id=cb.transaction_id)
-            tx.update_order(order["order_id"], now, **changes)
-        if decision.status in billing.EVENT_TYPES:
-            emit(tx, decision.status, order["order_id"], transaction, now, retry_for)
-        if decision.status == "paid" and held is not None:
-            # The reversal that came first takes effect now, as if the two came in order.
-            tx.update_order(order["order_id"], now, status=held["effect"])
-            emit(tx, held["effect"], order["order_id"], held, now, retry_for)
-            reason += f" -> {held['effect']} by the held {held['transaction_type']!r}"
+        reason = decision.reason
+        if order is not None:
+            if decision.record:
+                tx.insert_transaction(transaction)
+            reason += change(tx, order, decision, transaction, held, now, retry_for)
         entry = journal_entry(now, remote_addr, body, decision.verdict, reason, cb)
         tx.journal(entry)
         crash_point("callback.before_commit")
     crash_point("callback.after_commit")
     log_verdict(entry)
     return decision
+
+
+def change(tx, order, decision, transaction, held, now, retry_for):
+    """Move the order as decided, with its outbox rows; returns a note for the journal."""
+    if decision.status or decision.review != order["review"]:
+        changes = {"review": decision.review or order["review"]}
+        if decision.status:
+            changes["status"] = decision.status
+        if decision.status == "paid":
+            changes.update(paid_at=now, transaction_id=transaction["transaction_id"])
+        tx.update_order(order["order_id"], now, **changes)
+    if decision.status in billing.EVENT_TYPES:
+        emit(tx, decision.status, order["order_id"], transaction, now, retry_for)
+    if decision.status != "paid" or held is None:
+        return ""
+    # The reversal that came first takes effect now, as if the two had come in order.
+    tx.update_order(order["order_id"], now, status=held["effect"])
+    emit(tx, held["effect"], order["order_id"], held, now, retry_for)
+    return f" -> {held['effect']} by the held {held['transaction_type']!r}"
 
 
 def emit(tx, effect, order_id, transaction, now, retry_for):
