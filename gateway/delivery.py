@@ -139,6 +139,12 @@ class Deliverer:
             except sqlite3.Error as exc:
                 log.error("delivery worker: database error, retrying: %s", exc)
                 due = None
+            except Exception:  # noqa: BLE001 - the one deliberate catch-all, see below
+                # A bug hit by one event must not silently stop every later delivery of this
+                # process: say so loudly and go on; that event's lease runs out and it is
+                # tried again (by us or another worker).
+                log.exception("delivery worker: unexpected error, carrying on")
+                due = None
             wait = poll if due is None else min(poll, max(due - self.clock(), 0.0))
             self._wake.wait(wait)
             self._wake.clear()

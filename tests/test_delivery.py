@@ -221,3 +221,33 @@ def test_refused_connection_is_a_transport_error():
 
     with pytest.raises(TransportError):
         HttpClient(timeout=0.5).post("http://127.0.0.1:9/", data=b"x")
+
+
+def test_worker_thread_survives_an_unexpected_error_and_delivers_later(client, app, store,
+                                                                       clock):
+    import threading
+
+    fake = FakeBilling(ValueError("a bug"), 204)
+    deliverer = Deliverer(store, fake, url="x", keys=app.extensions["deliverer"].keys,
+                          clock=clock, retry_base=10, timeout=1)
+    pay_order(client, app)
+    thread = threading.Thread(target=deliverer.run_forever, kwargs={"poll": 0.01}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: len(fake.calls) == 1)
+        clock.advance(deliverer.lease)  # the lease of the crashed attempt runs out
+        deliverer.wake()
+        wait_for(lambda: events(store)[0]["status"] == "delivered")
+        assert thread.is_alive() and len(fake.calls) == 2
+    finally:
+        deliverer.stop()
+        thread.join(5)
+
+
+def wait_for(condition, timeout=10):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)  # waiting for the worker thread, not timing it
