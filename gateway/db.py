@@ -253,6 +253,14 @@ class Tx:
             transaction_id, transaction_type, signed_text,
         )
 
+    def reversal(self, order_id):
+        """The order's refund or chargeback transaction, applied or held for its purchase."""
+        return self._one(
+            "SELECT * FROM transactions WHERE order_id = ? AND effect IN ('refunded',"
+            " 'chargeback') ORDER BY created_at, rowid LIMIT 1",
+            order_id,
+        )
+
     def insert_transaction(self, row):
         self.conn.execute(
             "INSERT INTO transactions (transaction_id, transaction_type, order_id, effect,"

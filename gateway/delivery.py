@@ -10,6 +10,7 @@ import email.utils
 import logging
 import os
 import random
+import re
 import secrets
 import socket
 import sqlite3
@@ -17,10 +18,12 @@ import threading
 
 from . import billing
 from .errors import TransportError
+from .faults import crash_point
 
 log = logging.getLogger(__name__)
 MAX_WAIT = 3600.0
 JITTER = 0.2
+_DELTA_SECONDS = re.compile(r"[0-9]+", re.ASCII)
 
 
 def backoff(base, attempts, rng=random.random):
@@ -32,7 +35,7 @@ def backoff(base, attempts, rng=random.random):
 def retry_after(value, now):
     """Seconds billing asked us to wait (delta-seconds or an HTTP date), or None."""
     value = (value or "").strip()
-    if value.isdigit():
+    if _DELTA_SECONDS.fullmatch(value):  # not str.isdigit(): "²" is a digit to it
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -90,7 +93,9 @@ class Deliverer:
                 return None
             attempt_id = tx.insert_attempt({"event_id": event["event_id"], "worker": self.name,
                                             "started_at": now})
+            crash_point("delivery.claim")
         outcome, status, error, asked = self.attempt(event)
+        crash_point("delivery.after_post")
         finished = self.clock()
         changes = settle(event, outcome, error, asked, finished, self.retry_base, self.rng)
         with self.store.write() as tx:
@@ -133,6 +138,12 @@ class Deliverer:
                 due = self.store.read().next_due()
             except sqlite3.Error as exc:
                 log.error("delivery worker: database error, retrying: %s", exc)
+                due = None
+            except Exception:  # noqa: BLE001 - the one deliberate catch-all, see below
+                # A bug hit by one event must not silently stop every later delivery of this
+                # process: say so loudly and go on; that event's lease runs out and it is
+                # tried again (by us or another worker).
+                log.exception("delivery worker: unexpected error, carrying on")
                 due = None
             wait = poll if due is None else min(poll, max(due - self.clock(), 0.0))
             self._wake.wait(wait)

@@ -10,7 +10,8 @@ from .errors import TransportError
 
 @dataclass(frozen=True)
 class Reply:
-    """What a peer answered: status, headers and up to a few KiB of body."""
+    """What a peer answered: status, headers (a case-insensitive mapping) and up to a few KiB
+    of body."""
 
     status: int
     headers: dict
@@ -42,5 +43,6 @@ class HttpClient:
             )
         except requests.RequestException as exc:
             raise TransportError(type(exc).__name__) from exc
-        return Reply(response.status_code, dict(response.headers),
+        # requests' headers stay case-insensitive: "retry-after" is Retry-After.
+        return Reply(response.status_code, response.headers.copy(),
                      response.content[: self.MAX_BODY].decode("utf-8", "replace"))

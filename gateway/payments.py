@@ -8,12 +8,13 @@ from dataclasses import dataclass
 
 from . import billing, chronopay
 from .errors import AmountError
+from .faults import crash_point
 from .money import format_wire, parse_wire
 
 log = logging.getLogger(__name__)
 
 # Verdicts that answer ChronoPay 200: it must stop re-sending, whatever we thought of it.
-ACCEPTED = ("applied", "duplicate", "ignored", "review", "replay")
+ACCEPTED = ("applied", "duplicate", "ignored", "held", "review", "replay")
 # Statuses that are final for the subscriber's result page.
 FINAL = ("paid", "refunded", "chargeback", "declined")
 
@@ -48,8 +49,9 @@ def create_order(store, *, nonce, login, account, amount, now):
     return order
 
 
-def decide(order, prior, cb, product_id):
-    """The effect of a verified callback on an order, given the transaction already seen."""
+def decide(order, prior, cb, product_id, held=None):
+    """The effect of a verified callback on an order, given the transaction already seen and
+    the reversal (if any) held for the order's purchase."""
     if prior is not None:
         key = (prior.get("transaction_id", cb.transaction_id),
                prior.get("transaction_type", cb.transaction_type))
@@ -68,7 +70,7 @@ def decide(order, prior, cb, product_id):
         problems.append(f"unknown transaction type {cb.transaction_type[:40]!r}")
     if problems:
         return Decision("review", "; ".join(problems), review="; ".join(problems))
-    return transition(order, kind)
+    return transition(order, kind, held)
 
 
 def mismatches(order, cb, product_id):
@@ -105,18 +107,29 @@ TRANSITIONS = {
 }
 
 
-def transition(order, kind):
-    """The state machine: a consistent transaction either moves the order or asks review."""
+REVERSALS = ("refunded", "chargeback")
+UNPAID = ("pending", "declined")
+
+
+def transition(order, kind, held=None):
+    """The state machine: a consistent transaction moves the order, waits for its purchase,
+    or asks review. ChronoPay's callbacks come in any order, so the outcome depends on the
+    set of an order's transactions, not on the order they arrive in; review asks a person
+    to look and never stops a consistent purchase from crediting."""
     if kind == "neutral":
         return Decision("ignored", "no effect on an order")
     sources, target = TRANSITIONS[kind]
-    if order["review"] and kind == "paid":
-        return Decision("review", "order is under review", review=order["review"])
-    if order["status"] in sources:
-        return Decision("applied", f"{order['status']} -> {target}", effect=kind, status=target)
+    status = order["status"]
+    if status in sources:
+        return Decision("applied", f"{status} -> {target}", effect=kind, status=target)
     if kind == "declined":
-        return Decision("ignored", f"decline for a {order['status']} order")
-    reason = f"{kind} transaction for a {order['status']} order"
+        return Decision("ignored", f"decline for a {status} order")
+    if kind in REVERSALS and status in UNPAID and held is None:
+        # A refund that overtook its purchase: recorded with its effect, applied with it.
+        return Decision("held", f"{kind} transaction for a {status} order, held for its"
+                        " purchase", effect=kind)
+    reason = f"{kind} transaction for a {status} order" + (
+        " that has a reversal held already" if held else "")
     return Decision("review", reason, review=reason)
 
 
@@ -168,34 +181,54 @@ def _apply_once(store, cb, product_id, now, remote_addr, body, retry_for):
     with store.write() as tx:
         order = tx.order(cb.order_id) if cb.order_id else None
         prior = tx.transaction(cb.transaction_id, cb.transaction_type, cb.signed_text)
-        decision = decide(order, prior, cb, product_id)
+        held = tx.reversal(order["order_id"]) if order and order["status"] in UNPAID else None
+        decision = decide(order, prior, cb, product_id, held)
         transaction = {
             "transaction_id": cb.transaction_id, "transaction_type": cb.transaction_type,
             "order_id": cb.order_id, "effect": decision.effect, "total": cb.total,
             "created_at": now, "signed_text": cb.signed_text,
         }
-        if decision.record and order is not None:
-            tx.insert_transaction(transaction)
-        if order is not None and (decision.status or decision.review != order["review"]):
-            changes = {"review": decision.review or order["review"]}
-            if decision.status:
-                changes["status"] = decision.status
-            if decision.status == "paid":
-                changes.update(paid_at=now, transaction_id=cb.transaction_id)
-            tx.update_order(order["order_id"], now, **changes)
-        if decision.effect in billing.EVENT_TYPES:
-            # The outbox row commits with the state change: billing hears of it or nothing.
-            tx.insert_event({
-                "event_id": billing.new_event_id(), "order_id": order["order_id"],
-                "type": billing.EVENT_TYPES[decision.effect], "created_at": now,
-                "body": billing.event_body(decision.effect, tx.order(order["order_id"]),
-                                           transaction, now),
-                "retry_until": now + retry_for,
-            })
-        entry = journal_entry(now, remote_addr, body, decision.verdict, decision.reason, cb)
+        reason = decision.reason
+        if order is not None:
+            if decision.record:
+                tx.insert_transaction(transaction)
+            reason += change(tx, order, decision, transaction, held, now, retry_for)
+        entry = journal_entry(now, remote_addr, body, decision.verdict, reason, cb)
         tx.journal(entry)
+        crash_point("callback.before_commit")
+    crash_point("callback.after_commit")
     log_verdict(entry)
     return decision
+
+
+def change(tx, order, decision, transaction, held, now, retry_for):
+    """Move the order as decided, with its outbox rows; returns a note for the journal."""
+    if decision.status or decision.review != order["review"]:
+        changes = {"review": decision.review or order["review"]}
+        if decision.status:
+            changes["status"] = decision.status
+        if decision.status == "paid":
+            changes.update(paid_at=now, transaction_id=transaction["transaction_id"])
+        tx.update_order(order["order_id"], now, **changes)
+    if decision.status in billing.EVENT_TYPES:
+        emit(tx, decision.status, order["order_id"], transaction, now, retry_for)
+    if decision.status != "paid" or held is None:
+        return ""
+    # The reversal that came first takes effect now, as if the two had come in order.
+    tx.update_order(order["order_id"], now, status=held["effect"])
+    emit(tx, held["effect"], order["order_id"], held, now, retry_for)
+    return f" -> {held['effect']} by the held {held['transaction_type']!r}"
+
+
+def emit(tx, effect, order_id, transaction, now, retry_for):
+    """The outbox row of an effect; it commits with the state change, so billing hears of
+    each outcome or of nothing."""
+    tx.insert_event({
+        "event_id": billing.new_event_id(), "order_id": order_id,
+        "type": billing.EVENT_TYPES[effect], "created_at": now,
+        "body": billing.event_body(effect, tx.order(order_id), transaction, now),
+        "retry_until": now + retry_for,
+    })
 
 
 def log_verdict(entry):
@@ -206,6 +239,8 @@ def log_verdict(entry):
             entry["remote_addr"])
     if entry["verdict"] in ("applied", "duplicate", "ignored"):
         log.info(what, *args)
+    elif entry["verdict"] == "held":  # settles itself when the purchase comes
+        log.warning(what, *args)
     else:
         log.error(what, *args)
 

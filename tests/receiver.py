@@ -6,18 +6,42 @@ many calls, how many acknowledged, and the most that were ever in flight at the 
 """
 
 import json
+import socket
+import struct
 import threading
 import time
 from collections import Counter, defaultdict
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 
+class ClockedWebhook(Webhook):
+    """The reference verifier with its five-minute window measured on a test clock, for
+    deliveries made at simulated times (the signature check is the reference's own)."""
+
+    def __init__(self, secret, clock):
+        super().__init__(secret)
+        self.clock = clock
+
+    def _Webhook__verify_timestamp(self, header):  # the private check Webhook.verify calls
+        try:
+            stamp = float(header)
+        except ValueError as exc:
+            raise WebhookVerificationError("Invalid Signature Headers") from exc
+        if abs(stamp - self.clock()) > 300:
+            raise WebhookVerificationError("Message timestamp out of tolerance")
+        return datetime.fromtimestamp(stamp, tz=UTC)
+
+
 class Receiver:
-    def __init__(self, secret, port=0):
-        self.webhook = Webhook(secret)
-        self.script = []  # statuses (int) or "hang"; after it runs out, `default`
+    def __init__(self, secret, port=0, clock=None):
+        self.webhook = Webhook(secret) if clock is None else ClockedWebhook(secret, clock)
+        # Answers, in turn: a status (int), (status, {header: value}), "hang" (until released,
+        # then 500), "reset" (close with RST, not booked) or "drop" (booked, then the
+        # connection closes before any answer). After the script, `default`.
+        self.script = []
         self.default = 204
         self.delay = 0.0
         self.lock = threading.Condition()
@@ -25,6 +49,7 @@ class Receiver:
         self.in_flight = Counter()
         self.max_in_flight = Counter()
         self.acked = Counter()
+        self.dropped = Counter()  # booked, but the answer never left: "applied, then dropped"
         self.bodies = defaultdict(set)
         self.invalid = 0
         self.paths = []
@@ -81,24 +106,42 @@ class Receiver:
                     receiver.bodies[msg_id].add(body)
                     receiver.lock.notify_all()
                 answer = receiver._answer()
+                headers = {}
+                if isinstance(answer, tuple):
+                    answer, headers = answer
                 try:
                     if answer == "hang":
                         receiver.release.wait(30)
                         answer = 500
                     elif receiver.delay:
                         time.sleep(receiver.delay)
-                    self._send(answer)
+                    if answer in ("reset", "drop"):
+                        self._close(reset=answer == "reset")
+                    else:
+                        self._send(answer, headers)
                 finally:
                     with receiver.lock:
                         receiver.in_flight[msg_id] -= 1
                         receiver.calls.append((msg_id, answer, payload["data"]["order_id"]))
-                        if 200 <= answer < 300:
+                        if answer == "drop":
+                            receiver.dropped[msg_id] += 1
+                        elif isinstance(answer, int) and 200 <= answer < 300:
                             receiver.acked[msg_id] += 1
                         receiver.lock.notify_all()
 
-            def _send(self, status):
+            def _close(self, reset):
+                """Hang up without a status line; with reset, abort the connection (RST)."""
+                self.close_connection = True
+                if reset:
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                               struct.pack("ii", 1, 0))
+                self.connection.close()
+
+            def _send(self, status, headers=None):
                 try:
                     self.send_response(status)
+                    for name, value in (headers or {}).items():
+                        self.send_header(name, value)
                     if status in (301, 302, 307):
                         self.send_header("Location", receiver.url + "/elsewhere")
                     self.send_header("Content-Length", "0")

@@ -140,6 +140,20 @@ def test_retry_after_as_a_date():
     assert retry_after("soon", 0) is None and retry_after(None, 0) is None
 
 
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "1\u00b9", "-5", "1.5"])
+def test_retry_after_that_is_not_ascii_delta_seconds_or_a_date_is_ignored(value):
+    # "²".isdigit() is true but float("²") raises: it used to kill the worker thread.
+    assert retry_after(value, 0) is None
+
+
+def test_worker_survives_a_retry_after_it_cannot_read(client, app, store, deliverer, clock):
+    use(deliverer, FakeBilling(Reply(503, {"Retry-After": "\u00b2"}, ""), 204))
+    pay_order(client, app)
+    assert list(deliverer.drain().values()) == ["failed"]
+    clock.advance(60)
+    assert list(deliverer.drain().values()) == ["delivered"]
+
+
 def test_after_the_retry_window_the_event_is_dead(client, app, store, deliverer, clock,
                                                   caplog):
     use(deliverer, FakeBilling(*[TransportError("ReadTimeout")] * 200))
@@ -194,11 +208,11 @@ def test_chargeback_of_a_paid_order_emits_once(client, app, store):
 
 
 @pytest.mark.parametrize("ttype", ["Refund", "refund", "chargeback"])
-def test_reversal_of_an_unpaid_order_is_review_never_an_event(client, app, store, ttype):
+def test_reversal_of_an_unpaid_order_is_held_never_an_event(client, app, store, ttype):
     query = hand_off(client, app)
     assert send_callback(client, callback_fields(app, query, "80001", ttype)).status_code == 200
     order = store.read().order(query["order_id"])
-    assert order["status"] == "pending" and order["review"]
+    assert order["status"] == "pending" and order["review"] is None
     assert events(store) == []
 
 
@@ -207,3 +221,33 @@ def test_refused_connection_is_a_transport_error():
 
     with pytest.raises(TransportError):
         HttpClient(timeout=0.5).post("http://127.0.0.1:9/", data=b"x")
+
+
+def test_worker_thread_survives_an_unexpected_error_and_delivers_later(client, app, store,
+                                                                       clock):
+    import threading
+
+    fake = FakeBilling(ValueError("a bug"), 204)
+    deliverer = Deliverer(store, fake, url="x", keys=app.extensions["deliverer"].keys,
+                          clock=clock, retry_base=10, timeout=1)
+    pay_order(client, app)
+    thread = threading.Thread(target=deliverer.run_forever, kwargs={"poll": 0.01}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: len(fake.calls) == 1)
+        clock.advance(deliverer.lease)  # the lease of the crashed attempt runs out
+        deliverer.wake()
+        wait_for(lambda: events(store)[0]["status"] == "delivered")
+        assert thread.is_alive() and len(fake.calls) == 2
+    finally:
+        deliverer.stop()
+        thread.join(5)
+
+
+def wait_for(condition, timeout=10):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)  # waiting for the worker thread, not timing it

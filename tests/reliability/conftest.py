@@ -44,6 +44,7 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write(table())
     path = os.environ.get("RELIABILITY_REPORT")
     if path:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         with open(path, "w", encoding="utf-8") as fh:
             fh.write("# Reliability figures\n\n")
             fh.write(f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
