@@ -33,7 +33,7 @@ reliability: install
 	RELIABILITY_REPORT=docs/reliability.md $(PY) -m pytest tests/reliability --no-cov -q $(PYTEST_ARGS)
 
 # The gateway against bare Flask on this machine; prints the table, writes bench/results.md.
-# BENCH_DURATION (s per run), BENCH_ROUNDS, BENCH_CONCURRENCY, BENCH_GROWTH override the defaults.
+# BENCH_DURATION (s per run), BENCH_ROUNDS, BENCH_CONCURRENCY, BENCH_GROWTH(_ROUNDS) override.
 bench: install
 	$(PY) -m bench.run
 
