@@ -6,7 +6,8 @@ import sqlite3
 import time
 from importlib.metadata import version
 
-from .growth import CONCURRENCY, ROUNDS as GROWTH_ROUNDS
+from .growth import CONCURRENCY
+from .growth import ROUNDS as GROWTH_ROUNDS
 from .measure import DURATION, ROUNDS
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.md")
@@ -39,8 +40,8 @@ def render(rows, targets, paced, lags, rss, curve, plans, workdir):
     out.append(f"| gateway peak RSS after the run (VmHWM) | {rss:.1f} MB | < {RSS_MB} MB "
                f"{'met' if rss < RSS_MB else 'MISSED'} |")
     out += ["", f"Growth: callbacks for new orders at c={CONCURRENCY} with N orders already "
-            f"served (each with its transaction, journal line and delivered event), {GROWTH_ROUNDS} "
-            "rounds, each size first in turn.", "",
+            "served (each with its transaction, journal line and delivered event), "
+            f"{GROWTH_ROUNDS} rounds, each size first in turn.", "",
             "| orders in DB | req/s | p50 ms | p99 ms | p50 / p50(first) | p99 / p99(first) |",
             "|---|---|---|---|---|---|"]
     out += [f"| {size:,} | {rate:.0f} | {p50:.1f} | {p99:.1f} | {r50:.2f} | {r99:.2f} |"
