@@ -87,6 +87,8 @@ def verify_callback(form, secret):
     """Check a callback's form (key -> list of values) and its sign; return the Callback."""
     fields = {}
     for name, values in form.items():
+        if not isinstance(name, str):  # a multipart part without a name parses as None
+            raise CallbackRejected("malformed", "a field without a name")
         if len(values) != 1 or len(values[0]) > MAX_FIELD:
             raise CallbackRejected("malformed", f"field {name[:40]!r} repeated or oversize")
         fields[name] = values[0]

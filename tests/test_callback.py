@@ -230,3 +230,15 @@ def test_a_database_made_before_signed_text_is_upgraded_on_start(config, tmp_pat
     query = pay_order(client, app)
     assert app.extensions["store"].read().order(query["order_id"])["status"] == "paid"
     app.extensions["store"].close()
+
+
+def test_multipart_part_without_a_name_is_403_not_a_500(client, store):
+    # Found by the fuzzing scenario: a name broken by a newline leaves the part nameless, and
+    # two such parts made a repeated field whose name (None) the rejection message sliced.
+    nameless = b"--b\r\nContent-Disposition: form-data; name=\"\n\"\r\n\r\nx\r\n"
+    body = nameless * 2 + b"--b--\r\n"
+    response = client.post("/chronopay/callback", data=body,
+                           content_type="multipart/form-data; boundary=b",
+                           environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    assert response.status_code == 403
+    assert store.read().callbacks()[0]["verdict"] == "malformed"
