@@ -53,8 +53,7 @@ def decide(order, prior, cb, product_id, held=None):
     """The effect of a verified callback on an order, given the transaction already seen and
     the reversal (if any) held for the order's purchase."""
     if prior is not None:
-        key = (prior.get("transaction_id", cb.transaction_id),
-               prior.get("transaction_type", cb.transaction_type))
+        key = (prior["transaction_id"], prior["transaction_type"])
         if key != (cb.transaction_id, cb.transaction_type):
             return Decision("replay", f"signed fields of transaction {key[0][:64]!r} re-split",
                             record=False)

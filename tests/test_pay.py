@@ -21,12 +21,17 @@ def test_link_with_amount_shows_the_confirmation(client, app):
     assert "1\u00a0000,00 руб." in page and "https" in page
 
 
-@pytest.mark.parametrize("typed, shown", [("1 000,50", "1\u00a0000,50"), ("250", "250,00")])
-def test_typed_amount_leads_to_confirmation(client, app, typed, shown):
+def post_amount(client, app, typed):
+    """Open a link without an amount and submit the amount form with what was typed."""
     page = client.get(link(app, amount=None)).get_data(as_text=True)
-    response = client.post("/pay/amount", data={
+    return client.post("/pay/amount", data={
         "csrf_token": hidden(page, "csrf_token"), "ticket": hidden(page, "ticket"),
         "amount": typed})
+
+
+@pytest.mark.parametrize("typed, shown", [("1 000,50", "1\u00a0000,50"), ("250", "250,00")])
+def test_typed_amount_leads_to_confirmation(client, app, typed, shown):
+    response = post_amount(client, app, typed)
     assert response.status_code == 200
     assert f"{shown} руб." in response.get_data(as_text=True)
 
@@ -36,10 +41,7 @@ def test_typed_amount_leads_to_confirmation(client, app, typed, shown):
     ("", "Введите сумму"), ("100.555", "Введите сумму цифрами"),
 ])
 def test_wrong_amount_shows_the_form_again_with_a_message(client, app, typed, message):
-    page = client.get(link(app, amount=None)).get_data(as_text=True)
-    response = client.post("/pay/amount", data={
-        "csrf_token": hidden(page, "csrf_token"), "ticket": hidden(page, "ticket"),
-        "amount": typed})
+    response = post_amount(client, app, typed)
     assert response.status_code == 422
     body = response.get_data(as_text=True)
     assert message in body and 'aria-invalid="true"' in body and "Заплатить" not in body

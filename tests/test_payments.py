@@ -10,6 +10,11 @@ def order(status="pending", review=None, amount="1000.00"):
     return {"order_id": "o1", "status": status, "review": review, "amount": amount}
 
 
+def prior(order_id):
+    """The row of transaction t1/Purchase, recorded for an order."""
+    return {"transaction_id": "t1", "transaction_type": "Purchase", "order_id": order_id}
+
+
 def cb(transaction_type="Purchase", total="1000.00", currency="RUB", product_id="p",
        order_id="o1"):
     return Callback("c", "t1", transaction_type, total, order_id, product_id, currency)
@@ -26,12 +31,12 @@ def test_purchase_pays_an_order_declined_before():
 
 
 def test_repeat_of_the_same_transaction_changes_nothing():
-    decision = decide(order("paid"), {"order_id": "o1"}, cb(), "p")
+    decision = decide(order("paid"), prior("o1"), cb(), "p")
     assert decision.verdict == "duplicate" and decision.status is None and not decision.record
 
 
 def test_a_transaction_moved_to_another_order_is_a_replay():
-    decision = decide(order(), {"order_id": "o0"}, cb(), "p")
+    decision = decide(order(), prior("o0"), cb(), "p")
     assert decision.verdict == "replay" and decision.status is None and decision.review is None
 
 
