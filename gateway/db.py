@@ -313,21 +313,30 @@ class Tx:
                 args.append(value)
         return self._all(sql + " ORDER BY created_at DESC LIMIT ?", *args, limit)
 
-    def claim_event(self, now, lease_token, lease_until):
-        """Lease the most overdue pending event whose lease (if any) has run out."""
-        row = self._one(
+    def claim_events(self, now, lease_token, lease_until, limit):
+        """Lease up to limit pending events, most overdue first, whose lease (if any) has run
+        out; returns them as leased."""
+        ids = [row[0] for row in self.conn.execute(
             "SELECT event_id FROM events WHERE status = 'pending' AND next_attempt_at <= ?"
-            " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at LIMIT 1",
-            now, now,
-        )
-        if row is None:
-            return None
-        self.conn.execute(
+            " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at LIMIT ?",
+            (now, now, limit),
+        )]
+        self.conn.executemany(
             "UPDATE events SET lease_owner = ?, lease_until = ?, attempts = attempts + 1"
             " WHERE event_id = ?",
-            (lease_token, lease_until, row["event_id"]),
+            [(lease_token, lease_until, event_id) for event_id in ids],
         )
-        return self.event(row["event_id"])
+        return [self.event(event_id) for event_id in ids]
+
+    def release_event(self, event_id, lease_token, attempt_id):
+        """Give back a leased event that was not attempted after all, as it was before."""
+        released = self.conn.execute(
+            "UPDATE events SET lease_owner = NULL, lease_until = NULL, attempts = attempts - 1"
+            " WHERE event_id = ? AND lease_owner = ?",
+            (event_id, lease_token),
+        ).rowcount
+        if released:
+            self.conn.execute("DELETE FROM attempts WHERE id = ?", (attempt_id,))
 
     def next_due(self):
         """When the earliest pending event is due (ignoring leases), or None."""
@@ -361,11 +370,11 @@ class Tx:
             attempt,
         ).lastrowid
 
-    def finish_attempt(self, attempt_id, finished_at, http_status, outcome, error):
+    def finish_attempt(self, attempt_id, started_at, finished_at, http_status, outcome, error):
         self.conn.execute(
-            "UPDATE attempts SET finished_at = ?, http_status = ?, outcome = ?, error = ?"
-            " WHERE id = ?",
-            (finished_at, http_status, outcome, error, attempt_id),
+            "UPDATE attempts SET started_at = ?, finished_at = ?, http_status = ?, outcome = ?,"
+            " error = ? WHERE id = ?",
+            (started_at, finished_at, http_status, outcome, error, attempt_id),
         )
 
     def attempts(self, event_id):

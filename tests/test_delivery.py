@@ -174,12 +174,12 @@ def test_a_leased_event_is_not_claimed_by_another_worker(client, app, store, del
     pay_order(client, app)
     now = clock()
     with store.write() as tx:
-        assert tx.claim_event(now, "worker-a", now + deliverer.lease)
+        assert tx.claim_events(now, "worker-a", now + deliverer.lease, 10)
     other = Deliverer(store, FakeBilling(), url="x", keys=deliverer.keys, clock=clock,
                       retry_base=10, timeout=10)
-    assert other.run_once() is None
+    assert other.run_batch() == {}
     clock.advance(deliverer.lease)  # worker-a died: its lease runs out
-    assert other.run_once()[1] == "delivered"
+    assert list(other.run_batch().values()) == ["delivered"]
     with store.write() as tx:  # worker-a's late result cannot overwrite the delivery
         assert not tx.settle_event(events(store)[0]["event_id"], "worker-a", status="dead")
     assert events(store)[0]["status"] == "delivered"
@@ -251,3 +251,85 @@ def wait_for(condition, timeout=10):
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.01)  # waiting for the worker thread, not timing it
+
+
+def pay_orders(client, app, count):
+    for n in range(count):
+        pay_order(client, app, transaction_id=f"7{n:04d}")
+
+
+class CountingStore:
+    """The real store, counting the write transactions taken through it."""
+
+    def __init__(self, store):
+        self.store, self.writes = store, 0
+
+    def write(self):
+        self.writes += 1
+        return self.store.write()
+
+    def read(self):
+        return self.store.read()
+
+
+def test_a_backlog_is_claimed_and_settled_in_two_transactions(client, app, store, deliverer,
+                                                              monkeypatch):
+    fake = use(deliverer, FakeBilling())
+    pay_orders(client, app, 5)
+    deliverer.store = counting = CountingStore(store)
+    assert list(deliverer.drain().values()) == ["delivered"] * 5
+    # one batch (claim + settle), then one empty claim that ends the drain
+    assert counting.writes == 3 and len(fake.calls) == 5
+    assert [e["status"] for e in events(store)] == ["delivered"] * 5
+    assert all(len(store.read().attempts(e["event_id"])) == 1 for e in events(store))
+
+
+def test_batches_are_bounded(client, app, store, deliverer, monkeypatch):
+    monkeypatch.setattr("gateway.delivery.BATCH", 2)
+    use(deliverer, FakeBilling())
+    pay_orders(client, app, 5)
+    assert [len(deliverer.run_batch()) for _ in range(4)] == [2, 2, 1, 0]
+
+
+def test_a_batch_stops_at_the_first_failure_and_gives_the_rest_back(client, app, store,
+                                                                    deliverer, clock):
+    fake = use(deliverer, FakeBilling(204, TransportError("ReadTimeout"), 204))
+    pay_orders(client, app, 3)
+    first, second, third = sorted(events(store), key=lambda e: e["next_attempt_at"])
+    assert deliverer.run_batch() == {first["event_id"]: "delivered",
+                                     second["event_id"]: "failed"}
+    untried = store.read().event(third["event_id"])
+    assert untried["attempts"] == 0 and untried["lease_owner"] is None
+    assert untried["status"] == "pending" and store.read().attempts(third["event_id"]) == []
+    assert deliverer.run_batch() == {third["event_id"]: "delivered"}  # the failed one waits
+    assert len(fake.calls) == 3
+
+
+def test_a_batch_starts_no_send_after_its_window(client, app, store, deliverer, clock):
+    class SlowBilling(FakeBilling):
+        def post(self, url, **kwargs):
+            clock.advance(2)  # each send takes 2 s of the clock
+            return super().post(url, **kwargs)
+
+    fake = use(deliverer, SlowBilling())
+    pay_orders(client, app, 3)
+    assert len(deliverer.run_batch()) == 2  # sends at 0 s and 2 s; 4 s is past the window
+    assert len(fake.calls) == 2
+    assert deliverer.run_batch() and len(fake.calls) == 3
+
+
+def test_attempt_rows_record_when_each_send_really_started(client, app, store, deliverer,
+                                                           clock):
+    class SlowBilling(FakeBilling):
+        def post(self, url, **kwargs):
+            clock.advance(1)
+            return super().post(url, **kwargs)
+
+    use(deliverer, SlowBilling())
+    pay_orders(client, app, 2)
+    start = clock()
+    deliverer.drain()
+    rows = [store.read().attempts(e["event_id"])[0] for e in
+            sorted(events(store), key=lambda e: e["next_attempt_at"])]
+    assert [(r["started_at"] - start, r["finished_at"] - start) for r in rows] == [
+        (0, 1), (1, 2)]

@@ -158,7 +158,7 @@ def test_billing_down_for_a_simulated_hour_then_each_payment_acknowledged_once(
             # its real timeout may as well be short.
             deliverer.timeout = 0.002 if billing_.state == "hang" else 5
             while (due := store.read().next_due()) is not None and due <= clock.now:
-                deliverer.run_once()
+                deliverer.run_batch()
             if due is None and not arrivals:
                 break
             clock.now = max(clock.now, min([due or float("inf")] + arrivals[:1]))
