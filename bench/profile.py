@@ -69,27 +69,29 @@ def main(scenario="callback", concurrency="8", seconds="8", *flags):
         gateway.stop()
         receiver.stop()
     print(f"{scenario} c={concurrency}: {run.rate:.0f} req/s while sampled")
+    top = int(os.environ.get("PROFILE_TOP", "25"))
     for name, marker in THREADS.items():
-        print(f"\n{name}:")
-        print(summarize(out, marker))
+        share, lines = summarize(out, marker, top)
+        print(f"\n{name} ({share:.0f} % of all samples):\n{lines}")
     shutil.rmtree(workdir, ignore_errors=True)
 
 
 def summarize(path, marker, top=25):
     """The functions most often on the stacks that contain marker, by share of samples."""
-    inclusive, total = collections.Counter(), 0
+    inclusive, total, everything = collections.Counter(), 0, 0
     with open(path) as samples:
         for line in samples:
             stack, _, count = line.rstrip().rpartition(" ")
+            everything += int(count)
             if marker not in stack:
                 continue
             total += int(count)
             for frame in {re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")}:
                 inclusive[frame] += int(count)
     if not total:
-        return "  (no samples)"
-    return "\n".join(f"  {count / total * 100:5.1f}%  {frame}"
-                     for frame, count in inclusive.most_common(top))
+        return 0.0, "  (no samples)"
+    return total / everything * 100, "\n".join(
+        f"  {count / total * 100:5.1f}%  {frame}" for frame, count in inclusive.most_common(top))
 
 
 if __name__ == "__main__":
