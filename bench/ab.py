@@ -3,7 +3,8 @@
 Runs this checkout's gateway (ours) and the one in OTHER_ROOT (theirs) side by side, each
 with its own database and billing worker, in alternating rounds like make bench; prints
 req/s, p50, p99 and the paired ratio per scenario and concurrency. For judging a change by
-what it does to the figures, before adopting it.
+what it does to the figures, before adopting it. BENCH_AB_HISTORY=N first fills each database
+with N served orders (as make bench's growth measurement does).
 """
 
 import os
@@ -13,6 +14,8 @@ import time
 
 from . import delivery, measure, orders, servers
 from .stats import median, paired_ratio
+
+HISTORY = int(os.environ.get("BENCH_AB_HISTORY", "0"))  # served orders already in each database
 
 
 def gateway_at(root, workdir, name, hook):
@@ -32,6 +35,7 @@ def main(other, scenarios):
     for server in (ours, theirs):
         store = orders.open_store(server.config)
         store.init_schema()
+        orders.history(store, HISTORY)
         fresh, paid = orders.pending_orders(store, count), orders.pending_orders(store, 1)[0]
         store.close()
         server.start()
