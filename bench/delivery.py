@@ -48,6 +48,8 @@ class Lags:
 
     def __init__(self, arrivals):
         self.arrivals, self.lags_ms, self.missing, self.catch_up = arrivals, [], 0, []
+        # Callbacks per second counted until billing had every one of the run's events.
+        self.settled = []
 
     def after(self, run):
         done = {tag: at for tag, at, _, status in run.records if status == 200}
@@ -59,6 +61,8 @@ class Lags:
         self.catch_up.append(time.perf_counter() - started)
         seen = self.arrivals.seen
         self.lags_ms += [(seen[tag] - at) * 1000 for tag, at in done.items() if tag in seen]
+        if done and all(tag in seen for tag in done):
+            self.settled.append(len(done) / (max(seen[tag] for tag in done) - run.started))
 
     def summary(self):
         if not self.lags_ms:

@@ -20,6 +20,7 @@ class Run:
     client_cpu: float = 0.0
     kept: list = field(default_factory=list)
     exhausted: bool = False
+    started: float = 0.0  # perf_counter when the first request went out
 
     @property
     def rate(self):
@@ -68,6 +69,7 @@ def drive(port, next_request, concurrency, duration, keep=False):
     selector = selectors.DefaultSelector()
     conns = [_Conn(port) for _ in range(concurrency)]
     cpu0, start = time.process_time(), time.perf_counter()
+    run.started = start
     deadline, busy = start + duration, 0
 
     def send(conn):

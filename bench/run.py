@@ -11,6 +11,7 @@ import tempfile
 import time
 
 from . import delivery, growth, measure, orders, report, servers
+from .stats import median
 
 TARGETS = {"callback": 0.8, "pay": 0.7, "confirm": 0.7, "duplicate": 1.0}
 # Enough fresh orders that no callback run runs out (rates stay well under 2,000/s here).
@@ -64,7 +65,9 @@ def scenarios(gateway, ok, insert, fresh, paid, arrivals):
 
     warm_up(gateway, ok, insert, config)
     for c in measure.CONCURRENCY:
+        lags.settled.clear()
         row = measure.pair((gateway, ours), (insert, theirs), c, 200, after=lags.after)
+        row[0]["settled"] = median(lags.settled) if lags.settled else None
         rows.append(("callback", "new order, vs durable insert", c) + row)
     for c in measure.CONCURRENCY:
         row = measure.pair((gateway, lambda: ("pay", link)), (ok, lambda: ("ok", link)), c, 200,
