@@ -7,12 +7,14 @@ what it does to the figures, before adopting it. BENCH_AB_HISTORY=N first fills 
 with N served orders (as make bench's growth measurement does).
 """
 
+import collections
 import os
 import sys
 import tempfile
 import time
 
 from . import delivery, measure, orders, servers
+from .load import drive
 from .stats import median, paired_ratio
 
 HISTORY = int(os.environ.get("BENCH_AB_HISTORY", "0"))  # served orders already in each database
@@ -42,10 +44,17 @@ def main(other, scenarios):
         duplicate = orders.callback(server.config, paid, "t-duplicate")
         link = orders.link_request(server.config)
         measure.timed(server, lambda d=duplicate: ("first", d), 1, 0.2)
+        pool = collections.deque()
+        if "confirm" in scenarios:  # first POSTs need fresh pages: harvest them untimed
+            while len(pool) < 600 * measure.DURATION * measure.ROUNDS * len(measure.CONCURRENCY):
+                run = drive(server.port, lambda link=link: ("pay", link), 8, 3, keep=True)
+                pool.extend(filter(None, (orders.confirmation(head, page)
+                                          for _, head, page in run.kept)))
         supplies[server.name] = {
             "callback": orders.callbacks(server.config, fresh),
             "duplicate": lambda d=duplicate: ("dup", d),
             "pay": lambda link=link: ("pay", link),
+            "confirm": lambda pool=pool: ("confirm", pool.popleft()) if pool else None,
         }
     arrivals = delivery.Arrivals(receiver.arrivals_path)
     try:
