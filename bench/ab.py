@@ -76,9 +76,10 @@ def main(other, scenarios):
 
 def pair(ours, theirs, supplies, scenario, concurrency, arrivals):
     """measure.pair, except that each side's billing backlog drains before the next run; for
-    callbacks also the rate counted until billing has every event ("settled"), and the CPU per
-    callback including its delivery."""
-    sides, settled = (measure.Side(), measure.Side()), ([], [])
+    callbacks also each side's settled rate (delivery.Lags) and the CPU per callback including
+    its delivery."""
+    sides = (measure.Side(), measure.Side())
+    lags = (delivery.Lags(arrivals), delivery.Lags(arrivals))
     for round_ in range(measure.ROUNDS):
         for index in (0, 1) if round_ % 2 == 0 else (1, 0):
             server = (ours, theirs)[index]
@@ -86,16 +87,12 @@ def pair(ours, theirs, supplies, scenario, concurrency, arrivals):
             run, cpu = measure.timed(server, supplies[server.name][scenario], concurrency,
                                      measure.DURATION)
             if scenario == "callback":
-                done = {tag: at for tag, at, _, status in run.records if status == 200}
-                arrivals.wait_for(done)
-                last = max(arrivals.seen[tag] for tag in done)
-                first = min(at - latency for _, at, latency, _ in run.records)
-                settled[index].append(len(done) / (last - first))
+                lags[index].after(run)
                 cpu = server.cpu() - before
             sides[index].add(run, cpu, 200)
             time.sleep(0.2)
-    return sides[0].summary(), sides[1].summary(), paired_ratio(sides[0].rates,
-                                                                 sides[1].rates), settled
+    return (sides[0].summary(), sides[1].summary(),
+            paired_ratio(sides[0].rates, sides[1].rates), (lags[0].settled, lags[1].settled))
 
 
 if __name__ == "__main__":

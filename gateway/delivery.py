@@ -112,7 +112,7 @@ class Deliverer:
             started = self.clock()
             results.append((started, *self.attempt(event), self.clock()))
             crash_point("delivery.after_post")
-        outcomes, lost = {}, []
+        outcomes, lost, dead = {}, [], []
         with self.store.write() as tx:
             for (event, attempt_id), result in zip(leased, results, strict=False):
                 started, outcome, status, error, asked, finished = result
@@ -120,15 +120,17 @@ class Deliverer:
                                  self.rng)
                 tx.finish_attempt(attempt_id, started, finished, status, outcome, error)
                 if not tx.settle_event(event["event_id"], token, **changes):
-                    lost.append(event["event_id"])
+                    lost.append(event)
                 elif changes.get("status") == "dead":
-                    log.error("event %s for order %s is dead after %d attempts: %s",
-                              event["event_id"], event["order_id"], event["attempts"], error)
+                    dead.append((event, error))
                 outcomes[event["event_id"]] = outcome
             for event, attempt_id in leased[len(results):]:  # not tried: give them back
                 tx.release_event(event["event_id"], token, attempt_id)
-        for event_id in lost:
-            log.warning("event %s: lease lost before the attempt ended", event_id)
+        for event in lost:  # said once the outcome is on disk, not before
+            log.warning("event %s: lease lost before the attempt ended", event["event_id"])
+        for event, error in dead:
+            log.error("event %s for order %s is dead after %d attempts: %s",
+                      event["event_id"], event["order_id"], event["attempts"], error)
         return outcomes
 
     def attempt(self, event):
