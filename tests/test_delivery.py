@@ -272,8 +272,7 @@ class CountingStore:
         return self.store.read()
 
 
-def test_a_backlog_is_claimed_and_settled_in_two_transactions(client, app, store, deliverer,
-                                                              monkeypatch):
+def test_a_backlog_is_claimed_and_settled_in_two_transactions(client, app, store, deliverer):
     fake = use(deliverer, FakeBilling())
     pay_orders(client, app, 5)
     deliverer.store = counting = CountingStore(store)
