@@ -1,9 +1,13 @@
 """POST /chronopay/callback: every rejection, duplicates and the journal."""
 
+import itertools
 import logging
 
 import pytest
-from conftest import callback_fields, hand_off, pay_order, send_callback
+from conftest import NOW, callback_fields, hand_off, pay_order, send_callback
+
+from gateway.billing import iso
+from gateway.payments import BOTH_REVERSALS
 
 
 def journal(store):
@@ -92,8 +96,13 @@ def test_captured_callback_cannot_pay_another_order(client, app, store):
     stolen["order_id"] = mine["order_id"]  # order_id is not covered by the sign
     assert send_callback(client, stolen).status_code == 200
     assert store.read().order(mine["order_id"])["status"] == "pending"
-    assert store.read().order(mine["order_id"])["review"] is None
     assert journal(store)[0]["verdict"] == "replay"
+    # Both orders involved go to review: if mine was the genuine payment that lost the race,
+    # it must not sit silently pending.
+    for order_id in (mine["order_id"], victim["order_id"]):
+        assert "replay: transaction belongs to order" in store.read().order(order_id)["review"]
+    assert store.read().order(victim["order_id"])["status"] == "paid"
+    assert store.read().count("transactions") == 1 and store.read().count("events") == 1
 
 
 def test_captured_callback_with_other_unsigned_fields_gains_nothing(client, app, store):
@@ -144,15 +153,35 @@ def test_reversal_before_its_purchase_takes_effect_when_the_purchase_arrives(
     assert [r["verdict"] for r in journal(store)] == ["applied", "held"]
 
 
-def test_two_reversals_of_one_order_ask_review_in_any_order(client, app, store):
+ARRIVALS = [("70001", "Purchase"), ("80001", "Refund"), ("90001", "chargeback")]
+
+
+@pytest.mark.parametrize("arrival", list(itertools.permutations(range(3))))
+def test_refund_and_chargeback_end_the_same_whatever_their_arrival(client, app, store,
+                                                                   arrival):
     query = hand_off(client, app)
-    send_callback(client, callback_fields(app, query, "80001", "Refund"))
-    send_callback(client, callback_fields(app, query, "90001", "chargeback"))
-    assert store.read().order(query["order_id"])["review"]
-    send_callback(client, callback_fields(app, query, "70001"))
+    for i in arrival:
+        send_callback(client, callback_fields(app, query, *ARRIVALS[i]))
     order = store.read().order(query["order_id"])
-    assert order["status"] == "refunded" and order["review"]
-    assert events_of(store, query["order_id"]) == ["payment.refunded", "payment.succeeded"]
+    assert order["status"] == "chargeback"
+    assert BOTH_REVERSALS in order["review"]
+    events = events_of(store, query["order_id"])
+    # One credit and exactly one debit, whichever reversal came first.
+    assert events.count("payment.succeeded") == 1 and len(events) == 2
+    first = next(ARRIVALS[i][1] for i in arrival if i)
+    assert events == sorted(["payment.succeeded", "payment." + (
+        "refunded" if first == "Refund" else "chargeback")])
+
+
+def test_review_keeps_every_reason_with_its_time(client, app, store):
+    query = pay_order(client, app)
+    send_callback(client, callback_fields(app, query, transaction_id="70002"))
+    app.extensions["clock"].advance(60)
+    send_callback(client, callback_fields(app, query, transaction_id="70003", currency="USD"))
+    lines = store.read().order(query["order_id"])["review"].split("\n")
+    assert len(lines) == 2
+    assert lines[0].startswith(iso(NOW)) and "paid transaction for a paid order" in lines[0]
+    assert lines[1].startswith(iso(NOW + 60)) and "currency" in lines[1]
 
 
 def test_unknown_type_before_the_purchase_does_not_stop_the_credit(client, app, store):
@@ -208,8 +237,9 @@ def test_captured_callback_rearranged_across_signed_fields_pays_nothing(client, 
         for order_id in (mine["order_id"], victim["order_id"]):
             assert send_callback(client, dict(moved, order_id=order_id)).status_code == 200
     assert store.read().order(mine["order_id"])["status"] == "pending"
-    assert store.read().order(mine["order_id"])["review"] is None
-    assert store.read().order(victim["order_id"])["review"] is None
+    assert "re-split" in store.read().order(mine["order_id"])["review"]
+    assert "re-split" in store.read().order(victim["order_id"])["review"]
+    assert store.read().order(victim["order_id"])["status"] == "paid"
     assert store.read().count("transactions") == 1 and store.read().count("events") == 1
     assert {r["verdict"] for r in journal(store)[:4]} == {"replay"}
 

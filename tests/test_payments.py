@@ -3,7 +3,7 @@
 import pytest
 
 from gateway.chronopay import Callback
-from gateway.payments import decide, result_state
+from gateway.payments import BOTH_REVERSALS, decide, kind_of, result_state
 
 
 def order(status="pending", review=None, amount="1000.00"):
@@ -89,12 +89,27 @@ def test_reversals_and_declines_move_the_order(ttype, start, end):
     assert decide(order(start), None, cb(ttype), "p").status == end
 
 
-@pytest.mark.parametrize("ttype, start", [
-    ("Refund", "refunded"), ("chargeback", "refunded"), ("chargeback", "chargeback"),
-])
-def test_second_reversal_asks_review(ttype, start):
+@pytest.mark.parametrize("ttype, start", [("Refund", "refunded"), ("chargeback", "chargeback")])
+def test_second_reversal_of_the_same_kind_asks_review_and_moves_nothing(ttype, start):
     decision = decide(order(start), None, cb(ttype), "p")
     assert decision.verdict == "review" and decision.status is None and decision.review
+    assert not decision.event and decision.effect is None
+
+
+@pytest.mark.parametrize("ttype, start", [("chargeback", "refunded"), ("Refund", "chargeback")])
+def test_refund_and_chargeback_both_end_chargeback_debited_once_for_review(ttype, start):
+    # Whichever came first sent billing its debit; the other must not debit again, and the
+    # order ends the same either way: chargeback (the bank's word is final), for review.
+    decision = decide(order(start), None, cb(ttype), "p")
+    assert (decision.verdict, decision.status, decision.event) == ("review", "chargeback", False)
+    assert decision.review == BOTH_REVERSALS and decision.effect == kind_of(ttype)
+
+
+def test_only_the_first_reversal_of_a_paid_order_informs_billing():
+    assert decide(order("paid"), None, cb("Refund"), "p").event
+    assert decide(order("paid"), None, cb("chargeback"), "p").event
+    assert decide(order(), None, cb(), "p").event
+    assert not decide(order(), None, cb("decline"), "p").event
 
 
 @pytest.mark.parametrize("ttype, start, effect", [
@@ -104,12 +119,18 @@ def test_second_reversal_asks_review(ttype, start):
 def test_reversal_of_an_unpaid_order_is_held_for_its_purchase(ttype, start, effect):
     decision = decide(order(start), None, cb(ttype), "p")
     assert decision.verdict == "held" and decision.effect == effect
-    assert decision.status is None and decision.review is None
+    assert decision.status is None and decision.review is None and not decision.event
 
 
-def test_second_reversal_while_one_is_held_asks_review():
-    held = {"transaction_id": "t0", "transaction_type": "Refund", "effect": "refunded"}
+def test_the_other_reversal_while_one_is_held_is_held_too():
+    held = [{"transaction_id": "t0", "transaction_type": "Refund", "effect": "refunded"}]
     decision = decide(order(), None, cb("chargeback"), "p", held)
+    assert decision.verdict == "held" and decision.effect == "chargeback"
+
+
+def test_a_second_reversal_of_one_kind_while_held_asks_review():
+    held = [{"transaction_id": "t0", "transaction_type": "Refund", "effect": "refunded"}]
+    decision = decide(order(), None, cb("Refund"), "p", held)
     assert decision.verdict == "review" and decision.effect is None and decision.review
 
 
