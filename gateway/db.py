@@ -53,7 +53,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS transactions_signed_text ON transactions (sign
 -- One paid, one refunded and one chargeback transition per order, whatever races.
 CREATE UNIQUE INDEX IF NOT EXISTS transactions_one_effect ON transactions (order_id, effect)
     WHERE effect IN ('paid', 'refunded', 'chargeback');
--- An order's transactions (Tx.held_reversals on every callback): SQLite cannot use the partial
+-- An order's transactions (Tx.reversals on every callback): SQLite cannot use the partial
 -- index above for a narrower IN list, and without this it scans the table (make bench).
 CREATE INDEX IF NOT EXISTS transactions_order ON transactions (order_id);
 
@@ -333,7 +333,7 @@ class Tx:
             transaction_id, transaction_type, signed_text,
         )
 
-    def held_reversals(self, order_id):
+    def reversals(self, order_id):
         """The order's refund and chargeback transactions, in the order they arrived."""
         return self._all(
             "SELECT * FROM transactions WHERE order_id = ? AND effect IN ('refunded',"

@@ -55,7 +55,7 @@ def create_order(store, *, nonce, login, account, amount, now):
 
 def decide(order, prior, cb, product_id, held=()):
     """The effect of a verified callback on an order, given the transaction already seen and
-    the reversals (if any) held for the order's purchase."""
+    the order's reversals recorded so far (held for its purchase while it is unpaid)."""
     if prior is not None:
         key = (prior["transaction_id"], prior["transaction_type"])
         if key != (cb.transaction_id, cb.transaction_type):
@@ -125,10 +125,10 @@ def transition(order, kind, held=()):
             return Decision("applied", "pending -> declined", effect="declined",
                             status="declined")
         return Decision("ignored", f"decline for a {status} order")
-    # A refund or a chargeback.
+    # A refund or a chargeback. `held` has the order's reversals recorded so far.
+    if kind in {row["effect"] for row in held}:
+        return _review(f"second {kind} transaction for a {status} order")
     if status in UNPAID:
-        if kind in {row["effect"] for row in held}:
-            return _review(f"second {kind} transaction for a {status} order")
         # Overtook its purchase: recorded with its effect, applied with the purchase.
         return Decision("held", f"{kind} transaction for a {status} order, held for its"
                         " purchase", effect=kind)
@@ -186,8 +186,7 @@ def apply_callback(store, cb, *, product_id, now, remote_addr, body, retry_for):
     with store.write() as tx:
         order = tx.order(cb.order_id) if cb.order_id else None
         prior = tx.transaction(cb.transaction_id, cb.transaction_type, cb.signed_text)
-        held = tx.held_reversals(order["order_id"]) if order and order["status"] in UNPAID \
-            else []
+        held = tx.reversals(order["order_id"]) if order else []
         decision = decide(order, prior, cb, product_id, held)
         transaction = {
             "transaction_id": cb.transaction_id, "transaction_type": cb.transaction_type,
@@ -233,11 +232,12 @@ def change(tx, order, decision, transaction, held, now, retry_for):
     apply_decision(tx, order, decision, transaction, now, retry_for)
     if decision.status != "paid" or not held:
         return ""
-    # Reversals that came first take effect now, as if they had come after the purchase.
+    # Reversals that came first (held: the order was unpaid) take effect now, as if they had
+    # come after the purchase, each seeing only those before it.
     notes = []
-    for reversal in held:
+    for i, reversal in enumerate(held):
         current = tx.order(order["order_id"])
-        step = transition(current, reversal["effect"])
+        step = transition(current, reversal["effect"], held[:i])
         apply_decision(tx, current, step, reversal, now, retry_for)
         notes.append(f" -> {step.status or current['status']} by the held"
                      f" {reversal['transaction_type']!r}")

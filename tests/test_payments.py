@@ -148,3 +148,12 @@ def test_neutral_types_change_nothing(ttype, start):
 ])
 def test_result_page_state(status, review, outcome, state):
     assert result_state(order(status, review), outcome) == state
+
+
+def test_a_third_reversal_after_both_kinds_asks_review_without_an_effect():
+    # Found by the state machine: chargeback, Refund, Purchase, then a re-cased "refund" of
+    # the same id made a second refunded effect, which the schema refused with a 503.
+    held = [{"transaction_id": "t1", "transaction_type": "chargeback", "effect": "chargeback"},
+            {"transaction_id": "t1", "transaction_type": "Refund", "effect": "refunded"}]
+    decision = decide(order("chargeback"), None, cb("refund"), "p", held)
+    assert decision.verdict == "review" and decision.effect is None and decision.status is None
