@@ -69,7 +69,9 @@ def decide(order, prior, cb, product_id, held=()):
         return Decision("review", "unknown order", record=False)
     problems = mismatches(order, cb, product_id)
     kind = kind_of(cb.transaction_type)
-    if kind is None:
+    if kind == "rebill":
+        problems.append(f"{cb.transaction_type!r}: recurring payments are not supported yet")
+    elif kind is None:
         problems.append(f"unknown transaction type {cb.transaction_type[:40]!r}")
     if problems:
         return Decision("review", "; ".join(problems), review="; ".join(problems))
@@ -81,8 +83,11 @@ def mismatches(order, cb, product_id):
     problems = []
     if cb.product_id != product_id:
         problems.append("product_id does not match")
-    if cb.currency.upper() != "RUB":
+    # A product is one currency at ChronoPay: with product_id ours, no currency means rubles.
+    if cb.currency and cb.currency.upper() not in chronopay.RUBLES:
         problems.append("currency is not RUB")
+    if cb.order_conflict:
+        problems.append("order_id and cs1 name different orders")
     try:
         if format_wire(parse_wire(cb.total)) != order["amount"]:
             problems.append(f"total {cb.total[:20]!r} differs from the order's {order['amount']}")
@@ -95,8 +100,8 @@ def kind_of(transaction_type):
     """Which of our transitions a ChronoPay transaction type asks for, or None if unknown."""
     for kind, names in (("paid", chronopay.PAID), ("refunded", chronopay.REFUND),
                         ("chargeback", chronopay.CHARGEBACK), ("declined", chronopay.DECLINE),
-                        ("neutral", chronopay.NEUTRAL)):
-        if transaction_type in names:
+                        ("neutral", chronopay.NEUTRAL), ("rebill", chronopay.REBILL)):
+        if transaction_type.lower() in names:
             return kind
     return None
 
@@ -163,7 +168,7 @@ def journal_entry(now, remote_addr, body, verdict, reason, cb=None, fields=None)
     fields = fields or (cb.fields if cb else {})
     return {
         "received_at": now, "remote_addr": remote_addr, "body": body, "verdict": verdict,
-        "reason": reason, "order_id": (fields.get("order_id") or None),
+        "reason": reason, "order_id": fields.get("order_id") or fields.get("cs1") or None,
         "transaction_id": fields.get("transaction_id") or None,
         "transaction_type": fields.get("transaction_type") or None,
     }

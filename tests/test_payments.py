@@ -51,7 +51,7 @@ def test_second_purchase_of_a_paid_order_asks_review_not_credit():
     ({"total": "1e3"}, "total is not an amount"),
     ({"currency": "USD"}, "currency"),
     ({"product_id": "other"}, "product_id"),
-    ({"transaction_type": "Rebill"}, "unknown transaction type"),
+    ({"transaction_type": "Rebill"}, "recurring payments are not supported yet"),
     ({"transaction_type": "Bonus"}, "unknown transaction type"),
 ])
 def test_mismatch_marks_for_review_and_never_pays(kwargs, reason):
