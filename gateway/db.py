@@ -30,11 +30,13 @@ CREATE TABLE IF NOT EXISTS orders (
     created_at  REAL NOT NULL,
     updated_at  REAL NOT NULL,
     paid_at     REAL,
-    transaction_id TEXT
+    transaction_id TEXT,
+    link_id     TEXT  -- the cabinet link that made it (signing.link_id), for LINK_MAX_ORDERS
 );
 CREATE INDEX IF NOT EXISTS orders_login ON orders (login, created_at);
 CREATE INDEX IF NOT EXISTS orders_created ON orders (created_at);
 CREATE INDEX IF NOT EXISTS orders_status ON orders (status, created_at);
+CREATE INDEX IF NOT EXISTS orders_link ON orders (link_id) WHERE link_id IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS transactions (
     transaction_id   TEXT NOT NULL,
@@ -125,6 +127,9 @@ ORDER_COLUMNS = (
 def upgrade(conn):
     """Bring a database made by an earlier version up to this one (CREATE TABLE IF NOT EXISTS
     leaves an existing table as it is)."""
+    orders = {row[1] for row in conn.execute("PRAGMA table_info(orders)")}
+    if orders and "link_id" not in orders:
+        conn.execute("ALTER TABLE orders ADD COLUMN link_id TEXT")
     columns = {row[1] for row in conn.execute("PRAGMA table_info(transactions)")}
     if columns and "signed_text" not in columns:
         conn.execute("ALTER TABLE transactions ADD COLUMN signed_text TEXT")
@@ -298,10 +303,15 @@ class Tx:
     def insert_order(self, order):
         self.conn.execute(
             "INSERT INTO orders (order_id, nonce, login, account, amount, status, created_at,"
-            " updated_at) VALUES (:order_id, :nonce, :login, :account, :amount, 'pending',"
-            " :created_at, :created_at)",
-            order,
+            " updated_at, link_id) VALUES (:order_id, :nonce, :login, :account, :amount,"
+            " 'pending', :created_at, :created_at, :link_id)",
+            dict({"link_id": None}, **order),
         )
+
+    def orders_of_link(self, link_id):
+        """How many orders one cabinet link has made."""
+        return self.conn.execute(
+            "SELECT count(*) FROM orders WHERE link_id = ?", (link_id,)).fetchone()[0]
 
     def update_order(self, order_id, now, **changes):
         sets = ", ".join(f"{name} = :{name}" for name in changes)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from . import billing, chronopay
 from .billing import iso
-from .errors import AmountError
+from .errors import AmountError, LinkUsedUp
 from .faults import crash_point
 from .money import format_wire, parse_wire
 from .states import CLEAN_VERDICTS, REVERSALS, UNPAID
@@ -40,14 +40,19 @@ def new_order_id(now):
     return time.strftime("%Y%m%d", time.gmtime(now)) + "-" + secrets.token_hex(6)
 
 
-def create_order(store, *, nonce, login, account, amount, now):
-    """The order for one confirmation; the same nonce always yields the same order."""
+def create_order(store, *, nonce, login, account, amount, now, link_id=None,
+                 max_orders=None):
+    """The order for one confirmation; the same nonce always yields the same order, and one
+    cabinet link yields at most max_orders of them."""
     with store.write() as tx:
         order = tx.order_by_nonce(nonce)
         if order is None:
+            if max_orders is not None and tx.orders_of_link(link_id) >= max_orders:
+                raise LinkUsedUp(link_id)
             tx.insert_order({
                 "order_id": new_order_id(now), "nonce": nonce, "login": login,
                 "account": account, "amount": format_wire(amount), "created_at": now,
+                "link_id": link_id,
             })
             order = tx.order_by_nonce(nonce)
     return order
