@@ -8,6 +8,7 @@ PUBLIC_URL = "https://pay.example.ru"  # the gateway's external https base (cb_u
 CABINET_SECRET = "example-cabinet-secret-replace-with-32-random-chars"  # HMAC key of cabinet links
 CABINET_URL = "https://cabinet.example.ru/"  # where «Вернуться в личный кабинет» leads
 LINK_MAX_AGE = 1800  # seconds a cabinet link (and the pages it opens) stays valid
+LINK_MAX_ORDERS = 5  # orders one cabinet link may create (a double click reuses one)
 CHRONOPAY_URL = "https://payments.chronopay.com/"  # ChronoPay's hosted payment page
 CHRONOPAY_PRODUCT_ID = "001234-0001-0001"  # the merchant's RUB product at ChronoPay
 CHRONOPAY_SHARED_SECRET = "example-chronopay-sharedsec-replace-with-32-chars"  # ChronoPay sharedsec

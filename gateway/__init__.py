@@ -14,7 +14,7 @@ from . import billing
 from . import config as config_layers
 from .db import Store
 from .delivery import Deliverer
-from .errors import GatewayError
+from .errors import ConfigError, GatewayError
 from .http import HttpClient
 from .signing import PageTokens
 
@@ -39,6 +39,12 @@ def create_app(test_config=None):
     app.extensions["store"] = store = Store(app.config["DATABASE_URL"],
                                             app.config["DB_BUSY_TIMEOUT"])
     store.init_schema()
+    serving = click.get_current_context(silent=True) is None
+    if serving and store.unsigned_transactions():
+        raise ConfigError(
+            f"{store.unsigned_transactions()} transactions recorded by an earlier version have"
+            " no signed text the journal can restore; review them (`flask --app gateway"
+            " payments list`) and run `flask --app gateway transactions accept-unsigned`.")
     app.extensions["tokens"] = PageTokens(app.config["SECRET_KEY"], app.config["LINK_MAX_AGE"],
                                           clock)
     csrf.init_app(app)
@@ -51,7 +57,7 @@ def create_app(test_config=None):
         )
         # The flask CLI builds the app too; only a serving process runs the worker thread
         # (ops run `flask --app gateway deliver` for a separate one).
-        if app.config["BILLING_WORKER"] and click.get_current_context(silent=True) is None:
+        if app.config["BILLING_WORKER"] and serving:
             deliverer.start()
 
     from . import callback, cli, pay
@@ -93,7 +99,15 @@ def register_handlers(app):
 
     @app.errorhandler(sqlite3.Error)
     def database_error(exc):
-        app.logger.error("database unavailable: %s", exc)
+        if request.path.startswith("/chronopay/callback"):
+            # ChronoPay re-sends a callback that got no 200; say which one waits for that.
+            app.logger.error(
+                "database unavailable, callback answered 503 (order %r, transaction %r %r): %s",
+                request.values.get("order_id", "")[:64],
+                request.values.get("transaction_id", "")[:64],
+                request.values.get("transaction_type", "")[:64], exc)
+        else:
+            app.logger.error("database unavailable: %s", exc)
         return answer(503, "Сервис временно недоступен",
                       "Мы не смогли обработать запрос.", "Попробуйте еще раз через минуту.")
 

@@ -12,14 +12,19 @@ from urllib.parse import urlencode
 
 from .errors import CallbackRejected
 
-# Transaction types by what they do to an order. Spellings are ChronoPay's, case and all:
-# the sign covers transaction_type, so a re-cased value never verifies anyway.
-PAID = frozenset({"Purchase", "onetime", "initial"})
-REFUND = frozenset({"Refund", "refund"})
-CHARGEBACK = frozenset({"chargeback", "Chargeback"})
-DECLINE = frozenset({"decline", "Decline"})
+# Transaction types by what they do to an order, in lower case: ChronoPay has spelled them
+# `Purchase` and `purchase` over the years, and matching ignores case. That forges nothing:
+# the sign covers the exact text, so only ChronoPay can send another casing.
+PAID = frozenset({"purchase", "onetime", "initial"})
+REFUND = frozenset({"refund"})
+CHARGEBACK = frozenset({"chargeback"})
+DECLINE = frozenset({"decline"})
 # Recorded without effect: the order stays as it is.
 NEUTRAL = frozenset({"cancel", "expire"})
+# Recurring payments: recorded and sent to review until the gateway supports them.
+REBILL = frozenset({"rebill"})
+# Currencies that are rubles: RUR is the code before 1998's redenomination, still seen.
+RUBLES = frozenset({"RUB", "RUR"})
 SIGNED_FIELDS = ("customer_id", "transaction_id", "transaction_type", "total", "sign")
 MAX_FIELD = 512
 _TOKEN = re.compile(r"[\x21-\x7e]{1,128}", re.ASCII)
@@ -60,6 +65,8 @@ def handoff_fields(*, product_id, price, order_id, product_name, secret, sign_or
         "success_url": urls["success_url"],
         "decline_url": urls["decline_url"],
         "language": "ru",
+        # Echoed back in the callback: peers (nopCommerce, WHMCS) match orders by cs1.
+        "cs1": order_id,
         "sign": request_sign(product_id, price, order_id, secret, sign_order_id),
     }
 
@@ -76,6 +83,12 @@ class Callback:
     product_id: str
     currency: str
     fields: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def order_conflict(self):
+        """Both order_id and cs1 sent, naming different orders (neither is signed)."""
+        cs1 = self.fields.get("cs1", "")
+        return bool(cs1 and self.fields.get("order_id") and cs1 != self.fields["order_id"])
 
     @property
     def signed_text(self):
@@ -110,7 +123,8 @@ def verify_callback(form, secret):
         transaction_id=fields["transaction_id"],
         transaction_type=fields["transaction_type"],
         total=fields["total"],
-        order_id=fields.get("order_id", ""),
+        # Our order id travels as order_id and as cs1; a callback may carry either.
+        order_id=fields.get("order_id") or fields.get("cs1", ""),
         product_id=fields.get("product_id", ""),
         currency=fields.get("currency", ""),
         fields=fields,

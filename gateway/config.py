@@ -15,6 +15,7 @@ DEFAULTS = {
     "CABINET_SECRET": None,
     "CABINET_URL": None,
     "LINK_MAX_AGE": 1800,
+    "LINK_MAX_ORDERS": 5,
     "CHRONOPAY_URL": "https://payments.chronopay.com/",
     "CHRONOPAY_PRODUCT_ID": None,
     "CHRONOPAY_SHARED_SECRET": None,

@@ -9,9 +9,13 @@ outcome yields at most one billing event.
 import os
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
+from urllib.parse import parse_qs
 
-ACCEPTED = "('applied', 'duplicate', 'ignored')"  # verdicts of callbacks that went through
+from .states import CLEAN_VERDICTS, EVENT_STATUSES, ORDER_STATUSES, sql_list
+
+ACCEPTED = sql_list(CLEAN_VERDICTS)  # verdicts of callbacks that went through cleanly
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS orders (
@@ -21,16 +25,18 @@ CREATE TABLE IF NOT EXISTS orders (
     account     TEXT NOT NULL,
     amount      TEXT NOT NULL,
     status      TEXT NOT NULL
-                CHECK (status IN ('pending', 'declined', 'paid', 'refunded', 'chargeback')),
+                CHECK (status IN {sql_list(ORDER_STATUSES)}),
     review      TEXT,
     created_at  REAL NOT NULL,
     updated_at  REAL NOT NULL,
     paid_at     REAL,
-    transaction_id TEXT
+    transaction_id TEXT,
+    link_id     TEXT  -- the cabinet link that made it (signing.link_id), for LINK_MAX_ORDERS
 );
 CREATE INDEX IF NOT EXISTS orders_login ON orders (login, created_at);
 CREATE INDEX IF NOT EXISTS orders_created ON orders (created_at);
 CREATE INDEX IF NOT EXISTS orders_status ON orders (status, created_at);
+CREATE INDEX IF NOT EXISTS orders_link ON orders (link_id) WHERE link_id IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS transactions (
     transaction_id   TEXT NOT NULL,
@@ -49,7 +55,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS transactions_signed_text ON transactions (sign
 -- One paid, one refunded and one chargeback transition per order, whatever races.
 CREATE UNIQUE INDEX IF NOT EXISTS transactions_one_effect ON transactions (order_id, effect)
     WHERE effect IN ('paid', 'refunded', 'chargeback');
--- An order's transactions (Tx.reversal on every callback): SQLite cannot use the partial
+-- An order's transactions (Tx.reversals on every callback): SQLite cannot use the partial
 -- index above for a narrower IN list, and without this it scans the table (make bench).
 CREATE INDEX IF NOT EXISTS transactions_order ON transactions (order_id);
 
@@ -74,7 +80,7 @@ CREATE TABLE IF NOT EXISTS events (
     order_id    TEXT NOT NULL REFERENCES orders (order_id),
     type        TEXT NOT NULL,
     body        TEXT NOT NULL,
-    status      TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),
+    status      TEXT NOT NULL CHECK (status IN {sql_list(EVENT_STATUSES)}),
     created_at  REAL NOT NULL,
     next_attempt_at REAL NOT NULL,
     retry_until REAL NOT NULL,
@@ -119,13 +125,65 @@ ORDER_COLUMNS = (
 
 
 def upgrade(conn):
-    """Add the columns a database made by an earlier version lacks (CREATE TABLE IF NOT EXISTS
+    """Bring a database made by an earlier version up to this one (CREATE TABLE IF NOT EXISTS
     leaves an existing table as it is)."""
+    orders = {row[1] for row in conn.execute("PRAGMA table_info(orders)")}
+    if orders and "link_id" not in orders:
+        conn.execute("ALTER TABLE orders ADD COLUMN link_id TEXT")
     columns = {row[1] for row in conn.execute("PRAGMA table_info(transactions)")}
     if columns and "signed_text" not in columns:
         conn.execute("ALTER TABLE transactions ADD COLUMN signed_text TEXT")
+        backfill_signed_text(conn)
     # callbacks (verdict, id) was written on every callback and used by no query.
     conn.execute("DROP INDEX IF EXISTS callbacks_verdict")
+
+
+# What ops set, by `transactions accept-unsigned`, on an old transaction whose signed text no
+# journal row can give back: the decision is recorded, and no real signed text equals it.
+UNSIGNED_MARK = "unverifiable:"
+
+
+def backfill_signed_text(conn):
+    """Fill signed_text of the transactions an earlier version recorded without it, from the
+    raw bodies of their callbacks in the journal; returns how many stay unfilled.
+
+    Without it a captured sign re-split across customer_id/transaction_id names a "new"
+    transaction and could pay another order on an upgraded database.
+    """
+    rows = conn.execute(
+        "SELECT transaction_id, transaction_type FROM transactions WHERE signed_text IS NULL"
+    ).fetchall()
+    for transaction_id, transaction_type in rows:
+        text = journal_signed_text(conn, transaction_id, transaction_type)
+        if text is not None:
+            conn.execute(
+                "UPDATE transactions SET signed_text = ? WHERE transaction_id = ? AND"
+                " transaction_type = ?", (text, transaction_id, transaction_type))
+    return unsigned_count(conn)
+
+
+def journal_signed_text(conn, transaction_id, transaction_type):
+    """The signed text of a transaction as its journaled callback carried it, or None."""
+    bodies = conn.execute(
+        f"SELECT body FROM callbacks WHERE transaction_id = ? AND transaction_type = ? AND"
+        f" verdict NOT IN {sql_list(('forbidden_ip', 'malformed', 'bad_sign'))}"
+        " ORDER BY id", (transaction_id, transaction_type)).fetchall()
+    for (body,) in bodies:
+        fields = parse_qs(body, keep_blank_values=True)
+        parts = [fields.get(name, [None])[0] for name in
+                 ("customer_id", "transaction_id", "transaction_type", "total")]
+        if None not in parts and parts[1:3] == [transaction_id, transaction_type]:
+            return "".join(parts)
+    return None
+
+
+def unsigned_count(conn):
+    """How many transactions have no signed text and no decision of ops about it."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(transactions)")}
+    if "signed_text" not in columns:
+        return 0
+    return conn.execute(
+        "SELECT count(*) FROM transactions WHERE signed_text IS NULL").fetchone()[0]
 
 
 class Store:
@@ -179,11 +237,18 @@ class Store:
 
     @contextmanager
     def write(self):
-        """A write transaction taken up front (BEGIN IMMEDIATE), committed or rolled back."""
+        """A write transaction taken up front (BEGIN IMMEDIATE), committed or rolled back.
+
+        One busy budget: the wait for this process's lock and SQLite's wait for another
+        process's lock add up to DB_BUSY_TIMEOUT at most.
+        """
         conn = self.connection()
+        started = time.monotonic()
         if not self._write_lock.acquire(timeout=self.busy_timeout):
             raise sqlite3.OperationalError("database is locked")  # as SQLite says it
         try:
+            left = max(self.busy_timeout - (time.monotonic() - started), 0.0)
+            conn.execute(f"PRAGMA busy_timeout={int(left * 1000)}")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield Tx(conn)
@@ -193,6 +258,17 @@ class Store:
             conn.execute("COMMIT")
         finally:
             self._write_lock.release()
+
+    def unsigned_transactions(self):
+        """Old transactions whose signed text could not be restored (see db.upgrade)."""
+        return unsigned_count(self.connection())
+
+    def accept_unsigned(self):
+        """Record ops' decision on the transactions with no signed text; returns how many."""
+        with self.write() as tx:
+            return tx.conn.execute(
+                "UPDATE transactions SET signed_text = ? || transaction_id || '/' ||"
+                " transaction_type WHERE signed_text IS NULL", (UNSIGNED_MARK,)).rowcount
 
     def read(self):
         """A handle for reads outside a write transaction."""
@@ -227,10 +303,15 @@ class Tx:
     def insert_order(self, order):
         self.conn.execute(
             "INSERT INTO orders (order_id, nonce, login, account, amount, status, created_at,"
-            " updated_at) VALUES (:order_id, :nonce, :login, :account, :amount, 'pending',"
-            " :created_at, :created_at)",
-            order,
+            " updated_at, link_id) VALUES (:order_id, :nonce, :login, :account, :amount,"
+            " 'pending', :created_at, :created_at, :link_id)",
+            dict({"link_id": None}, **order),
         )
+
+    def orders_of_link(self, link_id):
+        """How many orders one cabinet link has made."""
+        return self.conn.execute(
+            "SELECT count(*) FROM orders WHERE link_id = ?", (link_id,)).fetchone()[0]
 
     def update_order(self, order_id, now, **changes):
         sets = ", ".join(f"{name} = :{name}" for name in changes)
@@ -262,11 +343,11 @@ class Tx:
             transaction_id, transaction_type, signed_text,
         )
 
-    def reversal(self, order_id):
-        """The order's refund or chargeback transaction, applied or held for its purchase."""
-        return self._one(
+    def reversals(self, order_id):
+        """The order's refund and chargeback transactions, in the order they arrived."""
+        return self._all(
             "SELECT * FROM transactions WHERE order_id = ? AND effect IN ('refunded',"
-            " 'chargeback') ORDER BY created_at, rowid LIMIT 1",
+            " 'chargeback') ORDER BY created_at, rowid",
             order_id,
         )
 

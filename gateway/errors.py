@@ -31,6 +31,15 @@ class LinkExpired(GatewayError):
     advice = "Вернитесь в личный кабинет и нажмите «Новый платеж» еще раз."
 
 
+class LinkUsedUp(GatewayError):
+    """One cabinet link has made LINK_MAX_ORDERS orders already."""
+
+    status = 429
+    title = "Ссылка уже использована"
+    message = "По этой ссылке уже создано несколько платежей."
+    advice = "Начните платеж заново из личного кабинета: нажмите «Новый платеж» еще раз."
+
+
 class OrderNotFound(GatewayError):
     """No order answers to the reference given."""
 

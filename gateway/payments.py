@@ -2,26 +2,29 @@
 
 import logging
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass
 
 from . import billing, chronopay
-from .errors import AmountError
+from .billing import iso
+from .errors import AmountError, LinkUsedUp
 from .faults import crash_point
 from .money import format_wire, parse_wire
+from .states import CLEAN_VERDICTS, REVERSALS, UNPAID
 
 log = logging.getLogger(__name__)
-
-# Verdicts that answer ChronoPay 200: it must stop re-sending, whatever we thought of it.
-ACCEPTED = ("applied", "duplicate", "ignored", "held", "review", "replay")
-# Statuses that are final for the subscriber's result page.
-FINAL = ("paid", "refunded", "chargeback", "declined")
+# Both reversals of one order: the card holder may have had the money back twice.
+BOTH_REVERSALS = "refund and chargeback both: the subscriber may have been refunded twice"
 
 
 @dataclass(frozen=True)
 class Decision:
-    """What one verified callback does: the verdict, and the order's change if any."""
+    """What one verified callback does: the verdict, and the order's change if any.
+
+    `status` is the order's new status, `event` whether billing hears of it (a second
+    reversal moves the status but debits nobody twice), `review` a reason to append to the
+    order's review, `record` whether the transaction is recorded.
+    """
 
     verdict: str
     reason: str = ""
@@ -29,6 +32,7 @@ class Decision:
     status: str | None = None
     review: str | None = None
     record: bool = True
+    event: bool = False
 
 
 def new_order_id(now):
@@ -36,22 +40,27 @@ def new_order_id(now):
     return time.strftime("%Y%m%d", time.gmtime(now)) + "-" + secrets.token_hex(6)
 
 
-def create_order(store, *, nonce, login, account, amount, now):
-    """The order for one confirmation; the same nonce always yields the same order."""
+def create_order(store, *, nonce, login, account, amount, now, link_id=None,
+                 max_orders=None):
+    """The order for one confirmation; the same nonce always yields the same order, and one
+    cabinet link yields at most max_orders of them."""
     with store.write() as tx:
         order = tx.order_by_nonce(nonce)
         if order is None:
+            if max_orders is not None and tx.orders_of_link(link_id) >= max_orders:
+                raise LinkUsedUp(link_id)
             tx.insert_order({
                 "order_id": new_order_id(now), "nonce": nonce, "login": login,
                 "account": account, "amount": format_wire(amount), "created_at": now,
+                "link_id": link_id,
             })
             order = tx.order_by_nonce(nonce)
     return order
 
 
-def decide(order, prior, cb, product_id, held=None):
+def decide(order, prior, cb, product_id, held=()):
     """The effect of a verified callback on an order, given the transaction already seen and
-    the reversal (if any) held for the order's purchase."""
+    the order's reversals recorded so far (held for its purchase while it is unpaid)."""
     if prior is not None:
         key = (prior["transaction_id"], prior["transaction_type"])
         if key != (cb.transaction_id, cb.transaction_type):
@@ -65,7 +74,9 @@ def decide(order, prior, cb, product_id, held=None):
         return Decision("review", "unknown order", record=False)
     problems = mismatches(order, cb, product_id)
     kind = kind_of(cb.transaction_type)
-    if kind is None:
+    if kind == "rebill":
+        problems.append(f"{cb.transaction_type!r}: recurring payments are not supported yet")
+    elif kind is None:
         problems.append(f"unknown transaction type {cb.transaction_type[:40]!r}")
     if problems:
         return Decision("review", "; ".join(problems), review="; ".join(problems))
@@ -77,8 +88,11 @@ def mismatches(order, cb, product_id):
     problems = []
     if cb.product_id != product_id:
         problems.append("product_id does not match")
-    if cb.currency.upper() != "RUB":
+    # A product is one currency at ChronoPay: with product_id ours, no currency means rubles.
+    if cb.currency and cb.currency.upper() not in chronopay.RUBLES:
         problems.append("currency is not RUB")
+    if cb.order_conflict:
+        problems.append("order_id and cs1 name different orders")
     try:
         if format_wire(parse_wire(cb.total)) != order["amount"]:
             problems.append(f"total {cb.total[:20]!r} differs from the order's {order['amount']}")
@@ -91,44 +105,52 @@ def kind_of(transaction_type):
     """Which of our transitions a ChronoPay transaction type asks for, or None if unknown."""
     for kind, names in (("paid", chronopay.PAID), ("refunded", chronopay.REFUND),
                         ("chargeback", chronopay.CHARGEBACK), ("declined", chronopay.DECLINE),
-                        ("neutral", chronopay.NEUTRAL)):
-        if transaction_type in names:
+                        ("neutral", chronopay.NEUTRAL), ("rebill", chronopay.REBILL)):
+        if transaction_type.lower() in names:
             return kind
     return None
 
 
-# From which statuses each kind of transaction moves an order, and to where.
-TRANSITIONS = {
-    "paid": ({"pending", "declined"}, "paid"),
-    "refunded": ({"paid"}, "refunded"),
-    "chargeback": ({"paid"}, "chargeback"),
-    "declined": ({"pending"}, "declined"),
-}
+def transition(order, kind, held=()):
+    """The state machine. ChronoPay's callbacks come in any order, so the outcome depends on
+    the set of an order's transactions, not on the order they arrive in:
 
-
-REVERSALS = ("refunded", "chargeback")
-UNPAID = ("pending", "declined")
-
-
-def transition(order, kind, held=None):
-    """The state machine: a consistent transaction moves the order, waits for its purchase,
-    or asks review. ChronoPay's callbacks come in any order, so the outcome depends on the
-    set of an order's transactions, not on the order they arrive in; review asks a person
-    to look and never stops a consistent purchase from crediting."""
+    - a purchase pays a pending or declined order once; a decline marks a pending one;
+    - a refund or chargeback of a paid order reverses it, with its billing event; one that
+      overtook its purchase is held and applied with it;
+    - refund and chargeback both: the status ends `chargeback` (the bank's word is final),
+      billing is debited once (by whichever came first), and the order goes to review;
+    - anything else asks review, which never stops a consistent purchase from crediting.
+    """
+    status = order["status"]
     if kind == "neutral":
         return Decision("ignored", "no effect on an order")
-    sources, target = TRANSITIONS[kind]
-    status = order["status"]
-    if status in sources:
-        return Decision("applied", f"{status} -> {target}", effect=kind, status=target)
+    if kind == "paid":
+        if status in UNPAID:
+            return Decision("applied", f"{status} -> paid", effect="paid", status="paid",
+                            event=True)
+        return _review(f"paid transaction for a {status} order")
     if kind == "declined":
+        if status == "pending":
+            return Decision("applied", "pending -> declined", effect="declined",
+                            status="declined")
         return Decision("ignored", f"decline for a {status} order")
-    if kind in REVERSALS and status in UNPAID and held is None:
-        # A refund that overtook its purchase: recorded with its effect, applied with it.
+    # A refund or a chargeback. `held` has the order's reversals recorded so far.
+    if kind in {row["effect"] for row in held}:
+        return _review(f"second {kind} transaction for a {status} order")
+    if status in UNPAID:
+        # Overtook its purchase: recorded with its effect, applied with the purchase.
         return Decision("held", f"{kind} transaction for a {status} order, held for its"
                         " purchase", effect=kind)
-    reason = f"{kind} transaction for a {status} order" + (
-        " that has a reversal held already" if held else "")
+    if status == "paid":
+        return Decision("applied", f"paid -> {kind}", effect=kind, status=kind, event=True)
+    if {status, kind} == set(REVERSALS):
+        return Decision("review", f"{status} -> chargeback: {BOTH_REVERSALS}", effect=kind,
+                        status="chargeback", review=BOTH_REVERSALS)
+    return _review(f"second {kind} transaction for a {status} order")
+
+
+def _review(reason):
     return Decision("review", reason, review=reason)
 
 
@@ -136,7 +158,7 @@ def result_state(order, outcome):
     """What the return page shows: paid, reversed, failed, review or waiting."""
     if order["status"] == "paid":
         return "paid"
-    if order["status"] in ("refunded", "chargeback"):
+    if order["status"] in REVERSALS:
         return "reversed"
     if order["review"]:
         return "review"
@@ -151,7 +173,7 @@ def journal_entry(now, remote_addr, body, verdict, reason, cb=None, fields=None)
     fields = fields or (cb.fields if cb else {})
     return {
         "received_at": now, "remote_addr": remote_addr, "body": body, "verdict": verdict,
-        "reason": reason, "order_id": (fields.get("order_id") or None),
+        "reason": reason, "order_id": fields.get("order_id") or fields.get("cs1") or None,
         "transaction_id": fields.get("transaction_id") or None,
         "transaction_type": fields.get("transaction_type") or None,
     }
@@ -165,22 +187,16 @@ def reject(store, entry):
 
 
 def apply_callback(store, cb, *, product_id, now, remote_addr, body, retry_for):
-    """Record a verified callback, its effect and its billing event in one transaction."""
-    for attempt in (1, 2):
-        try:
-            return _apply_once(store, cb, product_id, now, remote_addr, body, retry_for)
-        except sqlite3.IntegrityError:
-            # A racing writer recorded the same transaction first; deciding again sees it.
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+    """Record a verified callback, its effect and its billing event in one transaction.
 
-
-def _apply_once(store, cb, product_id, now, remote_addr, body, retry_for):
+    The look-ups and the writes share one write transaction (BEGIN IMMEDIATE, writers
+    serialised), so no racing writer can record the same transaction in between; the unique
+    indexes stand behind that, and a violation is a bug that rolls everything back.
+    """
     with store.write() as tx:
         order = tx.order(cb.order_id) if cb.order_id else None
         prior = tx.transaction(cb.transaction_id, cb.transaction_type, cb.signed_text)
-        held = tx.reversal(order["order_id"]) if order and order["status"] in UNPAID else None
+        held = tx.reversals(order["order_id"]) if order else []
         decision = decide(order, prior, cb, product_id, held)
         transaction = {
             "transaction_id": cb.transaction_id, "transaction_type": cb.transaction_type,
@@ -188,7 +204,9 @@ def _apply_once(store, cb, product_id, now, remote_addr, body, retry_for):
             "created_at": now, "signed_text": cb.signed_text,
         }
         reason = decision.reason
-        if order is not None:
+        if decision.verdict == "replay":
+            reason += flag_replay(tx, order, prior, decision.reason, now)
+        elif order is not None:
             if decision.record:
                 tx.insert_transaction(transaction)
             reason += change(tx, order, decision, transaction, held, now, retry_for)
@@ -200,23 +218,55 @@ def _apply_once(store, cb, product_id, now, remote_addr, body, retry_for):
     return decision
 
 
+def flag_replay(tx, order, prior, reason, now):
+    """A genuine sign re-used or re-split: both orders go to review, so a genuine payment
+    that lost the race to a replay is never left silently pending."""
+    flagged = []
+    for involved in (order, tx.order(prior["order_id"])):
+        if involved is not None and involved["order_id"] not in flagged:
+            note = f"replay: {reason}"
+            tx.update_order(involved["order_id"], now,
+                            review=append_review(involved["review"], now, note))
+            flagged.append(involved["order_id"])
+    return f"; review for {', '.join(flagged)}" if flagged else ""
+
+
+def append_review(review, now, reason):
+    """An order's review keeps every reason, each on its own line with its time."""
+    line = f"{iso(now)} {reason}"
+    return f"{review}\n{line}" if review else line
+
+
 def change(tx, order, decision, transaction, held, now, retry_for):
     """Move the order as decided, with its outbox rows; returns a note for the journal."""
-    if decision.status or decision.review != order["review"]:
-        changes = {"review": decision.review or order["review"]}
-        if decision.status:
-            changes["status"] = decision.status
-        if decision.status == "paid":
-            changes.update(paid_at=now, transaction_id=transaction["transaction_id"])
-        tx.update_order(order["order_id"], now, **changes)
-    if decision.status in billing.EVENT_TYPES:
-        emit(tx, decision.status, order["order_id"], transaction, now, retry_for)
-    if decision.status != "paid" or held is None:
+    apply_decision(tx, order, decision, transaction, now, retry_for)
+    if decision.status != "paid" or not held:
         return ""
-    # The reversal that came first takes effect now, as if the two had come in order.
-    tx.update_order(order["order_id"], now, status=held["effect"])
-    emit(tx, held["effect"], order["order_id"], held, now, retry_for)
-    return f" -> {held['effect']} by the held {held['transaction_type']!r}"
+    # Reversals that came first (held: the order was unpaid) take effect now, as if they had
+    # come after the purchase, each seeing only those before it.
+    notes = []
+    for i, reversal in enumerate(held):
+        current = tx.order(order["order_id"])
+        step = transition(current, reversal["effect"], held[:i])
+        apply_decision(tx, current, step, reversal, now, retry_for)
+        notes.append(f" -> {step.status or current['status']} by the held"
+                     f" {reversal['transaction_type']!r}")
+    return "".join(notes)
+
+
+def apply_decision(tx, order, decision, transaction, now, retry_for):
+    """Write one decision's change of the order and, when billing must hear, its event."""
+    changes = {}
+    if decision.review:
+        changes["review"] = append_review(order["review"], now, decision.review)
+    if decision.status:
+        changes["status"] = decision.status
+    if decision.status == "paid":
+        changes.update(paid_at=now, transaction_id=transaction["transaction_id"])
+    if changes:
+        tx.update_order(order["order_id"], now, **changes)
+    if decision.event:
+        emit(tx, decision.status, order["order_id"], transaction, now, retry_for)
 
 
 def emit(tx, effect, order_id, transaction, now, retry_for):
@@ -236,7 +286,7 @@ def log_verdict(entry):
     args = (entry["verdict"], entry["reason"], _short(entry["order_id"]),
             _short(entry["transaction_id"]), _short(entry["transaction_type"]),
             entry["remote_addr"])
-    if entry["verdict"] in ("applied", "duplicate", "ignored"):
+    if entry["verdict"] in CLEAN_VERDICTS:
         log.info(what, *args)
     elif entry["verdict"] == "held":  # settles itself when the purchase comes
         log.warning(what, *args)

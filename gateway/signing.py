@@ -3,7 +3,7 @@
 import hashlib
 import hmac
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
@@ -18,11 +18,15 @@ LINK_FIELDS = ("login", "account", "amount", "expires", "sig")
 
 @dataclass(frozen=True)
 class Link:
-    """What a verified cabinet link says; amount is the raw string, or None."""
+    """What a verified cabinet link says; amount is the raw string, or None. `expires` and
+    `link_id` travel on in our page tokens: no page outlives its link, and one link makes at
+    most LINK_MAX_ORDERS orders."""
 
     login: str
     account: str
     amount: str | None
+    expires: int = field(default=0, compare=False)
+    link_id: str = field(default="", compare=False)
 
 
 def link_sig(secret, login, account, amount, expires):
@@ -64,11 +68,21 @@ def verify_link(args, secret, now, max_age):
     expected = link_sig(secret, login, account, amount, expires)
     if not hmac.compare_digest(expected, sig):
         raise LinkInvalid("signature mismatch")
-    if int(expires) < now:
-        raise LinkExpired("link expired")
+    check_expiry(int(expires), now)
     if int(expires) > now + max_age:
         raise LinkInvalid("link expires too far in the future")
-    return Link(login, account, amount)
+    return Link(login, account, amount, int(expires), link_id(sig))
+
+
+def check_expiry(expires, now):
+    """A link, and every page it opened, is dead once its second `expires` has passed."""
+    if now > expires:
+        raise LinkExpired("link expired")
+
+
+def link_id(sig):
+    """A short name of one link, the same for every page it opens (not a secret)."""
+    return hashlib.sha256(sig.encode()).hexdigest()[:16]
 
 
 class PageTokens:

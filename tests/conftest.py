@@ -1,5 +1,6 @@
 """Fixtures: the app with a clock we move, its client and CLI runner, and "pay an order"."""
 
+import itertools
 import logging
 import os
 import re
@@ -120,9 +121,15 @@ def store(app):
     return app.extensions["store"]
 
 
+_LINKS = itertools.count()
+
+
 def link(app, login="dem001", account="6", amount="1000.00", expires=None, tamper=None):
-    """A signed cabinet link for the app, as the cabinet makes it; tamper edits it after."""
-    expires = int(app.extensions["clock"]() + 600) if expires is None else expires
+    """A signed cabinet link for the app, as the cabinet makes it; tamper edits it after.
+    Each call is a new link (as each «Новый платеж» in the cabinet is), so tests that pay
+    many orders do not meet LINK_MAX_ORDERS."""
+    if expires is None:
+        expires = int(app.extensions["clock"]() + 600) - next(_LINKS) % 300
     query = make_link(app.config["CABINET_SECRET"], login, account, amount, expires)
     query.update(tamper or {})
     return "/pay?" + urlencode(query)
@@ -213,6 +220,9 @@ class LiveServer:
             GATEWAY_DATABASE_URL=f"sqlite:///{tmp_path}/live.sqlite3",
             LISTEN=f"127.0.0.1:{self.port}",
             PYTHONUNBUFFERED="1",
+            # Live tests pay many orders from links made in one second (one link to us);
+            # the limit itself is tested in-process (tests/test_pay.py).
+            GATEWAY_LINK_MAX_ORDERS="100000",
         )
         self.env.update(env or {})
         self.process = None

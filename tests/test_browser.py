@@ -271,7 +271,8 @@ def test_paying_card_tops_up_the_account_from_the_cabinet(browser):
     browser.submit("Новый платеж")
     assert [row.text for row in browser.find("table.params tr")] == [
         "Параметр Значение", "Лицевой счет 6", "Сумма 1 000,50 руб."]
-    assert "https" in browser.text() and "электронную почту" in browser.text()
+    assert "в защищенном режиме (https)" in browser.text()
+    assert "электронную почту" in browser.text()
     browser.shoot("04-confirm")
 
     browser.submit("Заплатить")

@@ -1,9 +1,14 @@
 """POST /chronopay/callback: every rejection, duplicates and the journal."""
 
+import itertools
 import logging
+from urllib.parse import urlencode
 
 import pytest
-from conftest import callback_fields, hand_off, pay_order, send_callback
+from conftest import NOW, callback_fields, hand_off, pay_order, send_callback
+
+from gateway.billing import iso
+from gateway.payments import BOTH_REVERSALS
 
 
 def journal(store):
@@ -58,7 +63,7 @@ def test_empty_or_non_form_callback_is_403(client, store):
     ({"total": "999.00"}, "total"),
     ({"currency": "USD"}, "currency"),
     ({"product_id": "999999-0001-0001"}, "product_id"),
-    ({"transaction_type": "Rebill"}, "unknown transaction type"),
+    ({"transaction_type": "Rebill"}, "recurring payments are not supported yet"),
 ])
 def test_mismatch_is_200_review_one_error_line(client, app, store, caplog, override, reason):
     query = hand_off(client, app)
@@ -92,8 +97,13 @@ def test_captured_callback_cannot_pay_another_order(client, app, store):
     stolen["order_id"] = mine["order_id"]  # order_id is not covered by the sign
     assert send_callback(client, stolen).status_code == 200
     assert store.read().order(mine["order_id"])["status"] == "pending"
-    assert store.read().order(mine["order_id"])["review"] is None
     assert journal(store)[0]["verdict"] == "replay"
+    # Both orders involved go to review: if mine was the genuine payment that lost the race,
+    # it must not sit silently pending.
+    for order_id in (mine["order_id"], victim["order_id"]):
+        assert "replay: transaction belongs to order" in store.read().order(order_id)["review"]
+    assert store.read().order(victim["order_id"])["status"] == "paid"
+    assert store.read().count("transactions") == 1 and store.read().count("events") == 1
 
 
 def test_captured_callback_with_other_unsigned_fields_gains_nothing(client, app, store):
@@ -144,21 +154,41 @@ def test_reversal_before_its_purchase_takes_effect_when_the_purchase_arrives(
     assert [r["verdict"] for r in journal(store)] == ["applied", "held"]
 
 
-def test_two_reversals_of_one_order_ask_review_in_any_order(client, app, store):
+ARRIVALS = [("70001", "Purchase"), ("80001", "Refund"), ("90001", "chargeback")]
+
+
+@pytest.mark.parametrize("arrival", list(itertools.permutations(range(3))))
+def test_refund_and_chargeback_end_the_same_whatever_their_arrival(client, app, store,
+                                                                   arrival):
     query = hand_off(client, app)
-    send_callback(client, callback_fields(app, query, "80001", "Refund"))
-    send_callback(client, callback_fields(app, query, "90001", "chargeback"))
-    assert store.read().order(query["order_id"])["review"]
-    send_callback(client, callback_fields(app, query, "70001"))
+    for i in arrival:
+        send_callback(client, callback_fields(app, query, *ARRIVALS[i]))
     order = store.read().order(query["order_id"])
-    assert order["status"] == "refunded" and order["review"]
-    assert events_of(store, query["order_id"]) == ["payment.refunded", "payment.succeeded"]
+    assert order["status"] == "chargeback"
+    assert BOTH_REVERSALS in order["review"]
+    events = events_of(store, query["order_id"])
+    # One credit and exactly one debit, whichever reversal came first.
+    assert events.count("payment.succeeded") == 1 and len(events) == 2
+    first = next(ARRIVALS[i][1] for i in arrival if i)
+    assert events == sorted(["payment.succeeded", "payment." + (
+        "refunded" if first == "Refund" else "chargeback")])
+
+
+def test_review_keeps_every_reason_with_its_time(client, app, store):
+    query = pay_order(client, app)
+    send_callback(client, callback_fields(app, query, transaction_id="70002"))
+    app.extensions["clock"].advance(60)
+    send_callback(client, callback_fields(app, query, transaction_id="70003", currency="USD"))
+    lines = store.read().order(query["order_id"])["review"].split("\n")
+    assert len(lines) == 2
+    assert lines[0].startswith(iso(NOW)) and "paid transaction for a paid order" in lines[0]
+    assert lines[1].startswith(iso(NOW + 60)) and "currency" in lines[1]
 
 
 def test_unknown_type_before_the_purchase_does_not_stop_the_credit(client, app, store):
     # In order, the purchase credits and the unknown type then asks review; reversed, the same.
     query = hand_off(client, app)
-    send_callback(client, callback_fields(app, query, "60001", "Rebill"))
+    send_callback(client, callback_fields(app, query, "60001", "Void"))
     send_callback(client, callback_fields(app, query, "70001"))
     order = store.read().order(query["order_id"])
     assert order["status"] == "paid" and "unknown transaction type" in order["review"]
@@ -184,10 +214,100 @@ def test_logs_never_carry_the_sign_or_secret(client, app, caplog):
     assert app.config["CHRONOPAY_SHARED_SECRET"] not in text
 
 
-def test_callback_by_get_is_not_allowed(client):
-    response = client.get("/chronopay/callback")
-    assert response.status_code == 405
+def test_a_get_callback_is_verified_journaled_and_applied_like_a_post(client, app, store):
+    # cb_type=G, or a merchant cabinet set to GET: the same fields as a query.
+    query = hand_off(client, app)
+    fields = callback_fields(app, query)
+    response = client.get("/chronopay/callback?" + urlencode(fields),
+                          environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    assert response.status_code == 200 and response.get_data(as_text=True) == "OK"
+    assert store.read().order(query["order_id"])["status"] == "paid"
+    row = journal(store)[0]
+    assert row["verdict"] == "applied" and "transaction_id=70001" in row["body"]
+    again = client.get("/chronopay/callback?" + urlencode(fields),
+                       environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    assert again.status_code == 200 and journal(store)[0]["verdict"] == "duplicate"
+    assert store.read().count("events") == 1
+
+
+def test_a_forged_get_callback_is_403_and_changes_nothing(client, app, store):
+    query = hand_off(client, app)
+    fields = dict(callback_fields(app, query), total="1.00")
+    response = client.get("/chronopay/callback?" + urlencode(fields),
+                          environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    assert response.status_code == 403
     assert response.headers["Content-Type"].startswith("text/plain")
+    assert store.read().order(query["order_id"])["status"] == "pending"
+    assert journal(store)[0]["verdict"] == "bad_sign"
+
+
+def test_fields_in_both_query_and_body_are_refused(client, app, store):
+    query = hand_off(client, app)
+    fields = callback_fields(app, query)
+    response = client.post("/chronopay/callback?order_id=other", data=fields,
+                           environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    assert response.status_code == 403
+    assert store.read().order(query["order_id"])["status"] == "pending"
+    assert journal(store)[0]["verdict"] == "malformed"
+    assert "query and the body" in journal(store)[0]["reason"]
+
+
+def test_an_empty_get_is_403_plainly(client):
+    response = client.get("/chronopay/callback", environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    assert response.status_code == 403
+    assert response.headers["Content-Type"].startswith("text/plain")
+
+
+@pytest.mark.parametrize("ttype", ["purchase", "PURCHASE", "Onetime"])
+def test_purchase_in_any_case_pays(client, app, store, ttype):
+    query = hand_off(client, app)
+    send_callback(client, callback_fields(app, query, transaction_type=ttype))
+    assert store.read().order(query["order_id"])["status"] == "paid"
+
+
+@pytest.mark.parametrize("currency, paid", [("RUB", True), ("rub", True), ("RUR", True),
+                                            ("rur", True), (None, True), ("USD", False),
+                                            ("RUBX", False)])
+def test_rubles_are_rub_or_rur_in_any_case_or_no_currency(client, app, store, currency, paid):
+    query = hand_off(client, app)
+    fields = callback_fields(app, query)
+    if currency is None:
+        del fields["currency"]
+    else:
+        fields["currency"] = currency
+    send_callback(client, fields)
+    order = store.read().order(query["order_id"])
+    assert (order["status"] == "paid") == paid and (order["review"] is None) == paid
+
+
+def test_the_hand_off_sends_our_order_id_as_cs1_too(client, app):
+    query = hand_off(client, app)
+    assert query["cs1"] == query["order_id"]
+
+
+def test_a_callback_with_cs1_and_no_order_id_pays_that_order(client, app, store):
+    query = hand_off(client, app)
+    fields = callback_fields(app, query, cs1=query["order_id"])
+    del fields["order_id"]
+    send_callback(client, fields)
+    assert store.read().order(query["order_id"])["status"] == "paid"
+    assert journal(store)[0]["order_id"] == query["order_id"]
+
+
+def test_order_id_and_cs1_naming_different_orders_is_review(client, app, store):
+    mine, other = hand_off(client, app), hand_off(client, app)
+    send_callback(client, callback_fields(app, mine, cs1=other["order_id"]))
+    for query in (mine, other):
+        assert store.read().order(query["order_id"])["status"] == "pending"
+    assert "cs1" in store.read().order(mine["order_id"])["review"]
+
+
+def test_rebill_is_recorded_for_review_and_credits_nothing(client, app, store):
+    query = pay_order(client, app)
+    send_callback(client, callback_fields(app, query, "70009", "Rebill"))
+    order = store.read().order(query["order_id"])
+    assert order["status"] == "paid" and "recurring payments" in order["review"]
+    assert store.read().count("events") == 1 and store.read().count("transactions") == 2
 
 
 def test_oversize_callback_is_refused_plainly(client):
@@ -208,8 +328,9 @@ def test_captured_callback_rearranged_across_signed_fields_pays_nothing(client, 
         for order_id in (mine["order_id"], victim["order_id"]):
             assert send_callback(client, dict(moved, order_id=order_id)).status_code == 200
     assert store.read().order(mine["order_id"])["status"] == "pending"
-    assert store.read().order(mine["order_id"])["review"] is None
-    assert store.read().order(victim["order_id"])["review"] is None
+    assert "re-split" in store.read().order(mine["order_id"])["review"]
+    assert "re-split" in store.read().order(victim["order_id"])["review"]
+    assert store.read().order(victim["order_id"])["status"] == "paid"
     assert store.read().count("transactions") == 1 and store.read().count("events") == 1
     assert {r["verdict"] for r in journal(store)[:4]} == {"replay"}
 

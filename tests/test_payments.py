@@ -3,7 +3,7 @@
 import pytest
 
 from gateway.chronopay import Callback
-from gateway.payments import decide, result_state
+from gateway.payments import BOTH_REVERSALS, decide, kind_of, result_state
 
 
 def order(status="pending", review=None, amount="1000.00"):
@@ -51,7 +51,7 @@ def test_second_purchase_of_a_paid_order_asks_review_not_credit():
     ({"total": "1e3"}, "total is not an amount"),
     ({"currency": "USD"}, "currency"),
     ({"product_id": "other"}, "product_id"),
-    ({"transaction_type": "Rebill"}, "unknown transaction type"),
+    ({"transaction_type": "Rebill"}, "recurring payments are not supported yet"),
     ({"transaction_type": "Bonus"}, "unknown transaction type"),
 ])
 def test_mismatch_marks_for_review_and_never_pays(kwargs, reason):
@@ -89,12 +89,27 @@ def test_reversals_and_declines_move_the_order(ttype, start, end):
     assert decide(order(start), None, cb(ttype), "p").status == end
 
 
-@pytest.mark.parametrize("ttype, start", [
-    ("Refund", "refunded"), ("chargeback", "refunded"), ("chargeback", "chargeback"),
-])
-def test_second_reversal_asks_review(ttype, start):
+@pytest.mark.parametrize("ttype, start", [("Refund", "refunded"), ("chargeback", "chargeback")])
+def test_second_reversal_of_the_same_kind_asks_review_and_moves_nothing(ttype, start):
     decision = decide(order(start), None, cb(ttype), "p")
     assert decision.verdict == "review" and decision.status is None and decision.review
+    assert not decision.event and decision.effect is None
+
+
+@pytest.mark.parametrize("ttype, start", [("chargeback", "refunded"), ("Refund", "chargeback")])
+def test_refund_and_chargeback_both_end_chargeback_debited_once_for_review(ttype, start):
+    # Whichever came first sent billing its debit; the other must not debit again, and the
+    # order ends the same either way: chargeback (the bank's word is final), for review.
+    decision = decide(order(start), None, cb(ttype), "p")
+    assert (decision.verdict, decision.status, decision.event) == ("review", "chargeback", False)
+    assert decision.review == BOTH_REVERSALS and decision.effect == kind_of(ttype)
+
+
+def test_only_the_first_reversal_of_a_paid_order_informs_billing():
+    assert decide(order("paid"), None, cb("Refund"), "p").event
+    assert decide(order("paid"), None, cb("chargeback"), "p").event
+    assert decide(order(), None, cb(), "p").event
+    assert not decide(order(), None, cb("decline"), "p").event
 
 
 @pytest.mark.parametrize("ttype, start, effect", [
@@ -104,12 +119,18 @@ def test_second_reversal_asks_review(ttype, start):
 def test_reversal_of_an_unpaid_order_is_held_for_its_purchase(ttype, start, effect):
     decision = decide(order(start), None, cb(ttype), "p")
     assert decision.verdict == "held" and decision.effect == effect
-    assert decision.status is None and decision.review is None
+    assert decision.status is None and decision.review is None and not decision.event
 
 
-def test_second_reversal_while_one_is_held_asks_review():
-    held = {"transaction_id": "t0", "transaction_type": "Refund", "effect": "refunded"}
+def test_the_other_reversal_while_one_is_held_is_held_too():
+    held = [{"transaction_id": "t0", "transaction_type": "Refund", "effect": "refunded"}]
     decision = decide(order(), None, cb("chargeback"), "p", held)
+    assert decision.verdict == "held" and decision.effect == "chargeback"
+
+
+def test_a_second_reversal_of_one_kind_while_held_asks_review():
+    held = [{"transaction_id": "t0", "transaction_type": "Refund", "effect": "refunded"}]
+    decision = decide(order(), None, cb("Refund"), "p", held)
     assert decision.verdict == "review" and decision.effect is None and decision.review
 
 
@@ -127,3 +148,12 @@ def test_neutral_types_change_nothing(ttype, start):
 ])
 def test_result_page_state(status, review, outcome, state):
     assert result_state(order(status, review), outcome) == state
+
+
+def test_a_third_reversal_after_both_kinds_asks_review_without_an_effect():
+    # Found by the state machine: chargeback, Refund, Purchase, then a re-cased "refund" of
+    # the same id made a second refunded effect, which the schema refused with a 503.
+    held = [{"transaction_id": "t1", "transaction_type": "chargeback", "effect": "chargeback"},
+            {"transaction_id": "t1", "transaction_type": "Refund", "effect": "refunded"}]
+    decision = decide(order("chargeback"), None, cb("refund"), "p", held)
+    assert decision.verdict == "review" and decision.effect is None and decision.status is None

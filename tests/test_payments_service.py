@@ -1,0 +1,198 @@
+"""The money rules where they live: payments and the store on a real SQLite file, no Flask."""
+
+import sqlite3
+import threading
+import time
+from decimal import Decimal
+from urllib.parse import urlencode
+
+import pytest
+from click.testing import CliRunner
+from conftest import NOW, PRODUCT, SECRETS
+from flask.cli import FlaskGroup
+
+from gateway import chronopay, create_app, payments
+from gateway.db import SCHEMA, Store
+from gateway.errors import ConfigError
+
+SECRET = SECRETS["CHRONOPAY_SHARED_SECRET"]
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/gateway.sqlite3", busy_timeout=5)
+    store.init_schema()
+    yield store
+    store.close()
+
+
+def new_order(store, nonce="n1", amount="1000.00"):
+    return payments.create_order(store, nonce=nonce, login="dem001", account="6",
+                                 amount=Decimal(amount), now=NOW)
+
+
+def callback(order_id, transaction_id="70001", ttype="Purchase", total="1000.00",
+             customer_id="c-42"):
+    fields = {"customer_id": customer_id, "transaction_id": transaction_id,
+              "transaction_type": ttype, "total": total, "order_id": order_id,
+              "product_id": PRODUCT, "currency": "RUB"}
+    fields["sign"] = chronopay.callback_sign(SECRET, customer_id, transaction_id, ttype, total)
+    return fields
+
+
+def apply(store, fields):
+    cb = chronopay.verify_callback({k: [v] for k, v in fields.items()}, SECRET)
+    return payments.apply_callback(store, cb, product_id=PRODUCT, now=NOW,
+                                   remote_addr="127.0.0.1", body=urlencode(fields),
+                                   retry_for=3600)
+
+
+def test_one_confirmation_is_one_order(store):
+    assert new_order(store)["order_id"] == new_order(store)["order_id"]
+    assert store.read().count("orders") == 1
+
+
+def test_a_purchase_credits_once_whatever_its_copies(store):
+    order = new_order(store)
+    verdicts = [apply(store, callback(order["order_id"])).verdict for _ in range(3)]
+    assert verdicts == ["applied", "duplicate", "duplicate"]
+    assert store.read().order(order["order_id"])["status"] == "paid"
+    assert [e["type"] for e in store.read().events()] == ["payment.succeeded"]
+
+
+def test_concurrent_copies_of_a_purchase_credit_once(tmp_path):
+    # Real threads, each with its own connection, racing one transaction on one file.
+    path = f"sqlite:///{tmp_path}/race.sqlite3"
+    first = Store(path)
+    first.init_schema()
+    order = new_order(first)
+    stores = [Store(path) for _ in range(8)]
+    barrier = threading.Barrier(len(stores))
+    verdicts = []
+
+    def race(store):
+        barrier.wait()
+        verdicts.append(apply(store, callback(order["order_id"])).verdict)
+
+    threads = [threading.Thread(target=race, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(verdicts) == ["applied"] + ["duplicate"] * 7
+    assert first.read().count("events") == 1 and first.read().count("transactions") == 1
+
+
+def test_a_failed_write_leaves_nothing_and_the_store_goes_on(store):
+    with pytest.raises(RuntimeError), store.write() as tx:
+        tx.insert_order({"order_id": "o1", "nonce": "n", "login": "l", "account": "1",
+                         "amount": "1.00", "created_at": NOW})
+        raise RuntimeError("a bug after the first statement")
+    assert store.read().order("o1") is None
+    with store.write() as tx:  # no transaction left open on this connection
+        tx.insert_order({"order_id": "o1", "nonce": "n", "login": "l", "account": "1",
+                         "amount": "1.00", "created_at": NOW})
+    assert store.read().order("o1")["status"] == "pending"
+
+
+def transaction(order_id, transaction_id="t1", ttype="Purchase", effect="paid",
+                signed_text="c1t1Purchase1000.00"):
+    return {"transaction_id": transaction_id, "transaction_type": ttype, "order_id": order_id,
+            "effect": effect, "total": "1000.00", "created_at": NOW, "signed_text": signed_text}
+
+
+@pytest.mark.parametrize("second", [
+    {},  # the same (transaction_id, transaction_type): the primary key
+    {"effect": None, "signed_text": "other"},
+    {"transaction_id": "t2", "effect": None},  # the same signed text: transactions_signed_text
+    {"transaction_id": "t2", "signed_text": "c1t2Purchase1000.00"},  # a second paid effect
+])
+def test_the_schema_refuses_a_second_record_of_one_money_fact(store, second):
+    order = new_order(store)
+    with store.write() as tx:
+        tx.insert_transaction(transaction(order["order_id"]))
+    with pytest.raises(sqlite3.IntegrityError), store.write() as tx:
+        tx.insert_transaction(dict(transaction(order["order_id"]), **second))
+    assert store.read().count("transactions") == 1
+
+
+def test_a_writer_waits_one_busy_budget_in_all(tmp_path):
+    # The wait for this process's lock and for another process's lock are one budget: here
+    # 0.6 s queued behind a thread of ours, then another connection holds the file.
+    path = f"sqlite:///{tmp_path}/busy.sqlite3"
+    store = Store(path, busy_timeout=1.0)
+    store.init_schema()
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        with store._write_lock:  # this process's queue, as a writer ahead of us holds it
+            holding.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(5)
+    threading.Timer(0.6, release.set).start()
+    started = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="locked"), store.write():
+        pass
+    waited = time.monotonic() - started
+    holder.join()
+    other.execute("ROLLBACK")
+    # Two budgets would be 1.6 s; allow generous scheduling slack short of that.
+    assert waited < 1.45
+
+
+OLD_SCHEMA = SCHEMA.replace("    signed_text TEXT,\n", "").replace(
+    "CREATE UNIQUE INDEX IF NOT EXISTS transactions_signed_text ON transactions (signed_text);",
+    "")
+
+
+def old_database(path, journaled=True):
+    """A database as the release before signed_text made it: a paid order, its transaction
+    and (if journaled) the raw callback that paid it."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in OLD_SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    for order_id, nonce, status in (("victim", "n1", "paid"), ("mine", "n2", "pending")):
+        conn.execute("INSERT INTO orders (order_id, nonce, login, account, amount, status,"
+                     " created_at, updated_at) VALUES (?, ?, 'dem001', '6', '1000.00', ?, ?, ?)",
+                     (order_id, nonce, status, NOW, NOW))
+    conn.execute("INSERT INTO transactions VALUES ('70001', 'Purchase', 'victim', 'paid',"
+                 " '1000.00', ?)", (NOW,))
+    if journaled:
+        conn.execute("INSERT INTO callbacks (received_at, remote_addr, body, verdict, order_id,"
+                     " transaction_id, transaction_type) VALUES (?, '127.0.0.1', ?, 'applied',"
+                     " 'victim', '70001', 'Purchase')",
+                     (NOW, urlencode(callback("victim"))))
+    conn.close()
+
+
+def test_an_upgraded_database_refuses_a_resplit_sign_of_an_old_transaction(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    old_database(path)
+    store = Store(f"sqlite:///{path}")
+    store.init_schema()
+    assert store.unsigned_transactions() == 0
+    stolen = callback("mine", transaction_id="0001", customer_id="c-427")  # c-42 + 7|0001
+    assert stolen["sign"] == callback("victim")["sign"]
+    assert apply(store, stolen).verdict == "replay"
+    assert store.read().order("mine")["status"] == "pending"
+    assert store.read().count("events") == 0
+
+
+def test_old_transactions_without_a_journal_stop_the_start_until_ops_decide(tmp_path, config):
+    path = tmp_path / "old.sqlite3"
+    old_database(path, journaled=False)
+    settings = dict(config, DATABASE_URL=f"sqlite:///{path}")
+    with pytest.raises(ConfigError, match="transactions accept-unsigned"):
+        create_app(settings)
+    # The command the sentence names runs (the CLI builds the app without the refusal).
+    cli = FlaskGroup(create_app=lambda: create_app(settings))
+    result = CliRunner().invoke(cli, ["transactions", "accept-unsigned"])
+    assert result.exit_code == 0 and "1 transaction(s) accepted" in result.output
+    assert Store(f"sqlite:///{path}").unsigned_transactions() == 0
+    create_app(settings).extensions["store"].close()  # starts now
