@@ -3,8 +3,10 @@ on a unix socket (UNIX_SOCKET) and a production configuration (no sandbox)."""
 
 import http.client
 import os
+import pathlib
 import secrets
 import socket
+import ssl
 import subprocess
 import time
 from urllib.parse import urlencode, urlsplit
@@ -335,3 +337,80 @@ def test_systemd_unit_runs_waitress_on_the_socket_hardened():
     assert "$proxy_add_x_forwarded_for" not in site
     assert "server unix:/run/dem-gateway/gateway.sock;" in site
     assert "127.0.0.1:8080" not in site
+
+
+def test_access_log_keeps_no_bearer_value(stack, figures):
+    query = make_link(stack.secrets["CABINET_SECRET"], "dem001", "6", "1000.00",
+                      int(time.time()) + 600)
+    link = "/pay?" + urlencode(query)
+    ref = "20261202-0123456789ab." + secrets.token_urlsafe(24)  # shaped like a signed reference
+    bearers = [query["sig"], ref.split(".")[1]]
+    sent = [("GET", link, {"Referer": "https://cabinet.example.ru/?sig=" + query["sig"]}),
+            ("GET", f"/pay/success/{ref}", {"Referer": f"https://x/pay/success/{ref}"}),
+            ("GET", f"/pay/decline/{ref}", {}),
+            ("GET", f"/PAY/SUCCESS/{ref}?again=1", {})]
+    for method, path, headers in sent:
+        stack.send(method, path, "127.0.0.7", headers=headers)
+    deadline = time.monotonic() + 10  # nginx writes the line as each request ends
+    text = ""
+    while time.monotonic() < deadline and text.count("127.0.0.7") < len(sent):
+        path = pathlib.Path(stack.nginx.access_log)
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        time.sleep(0.05)
+    lines = [line for line in text.splitlines() if line.startswith("127.0.0.7 ")]
+    leaked = [b for b in bearers if b in text]
+    figures("nginx: access log without bearer values", len(sent), len(lines) - bool(leaked),
+            f"{len(sent)} requests carrying a link signature or a signed order reference (in the "
+            f"query, the path, the Referer): {len(lines)} logged, {len(leaked)} bearer values "
+            f"found in the log")
+    assert len(lines) == len(sent), text
+    assert not leaked, lines
+    assert '"GET /pay"' in text and '"GET /pay/success/-"' in text, lines
+
+
+def tls_connection(stack, source):
+    sock = socket.create_connection(("127.0.0.1", stack.nginx.https_port), timeout=10,
+                                    source_address=(source, 0))
+    return stack.nginx.tls().wrap_socket(sock, server_hostname="127.0.0.1")
+
+
+def test_a_slow_body_flood_from_one_address_cannot_crowd_out_chronopay_or_a_subscriber(
+        stack, figures):
+    # 80 connections from one address each announce a body and trickle one byte of it. nginx
+    # keeps 20 of them in progress (limit_conn) and answers the rest 429 at once; ChronoPay's
+    # callback and a subscriber's page get through meanwhile.
+    flood, held = 80, []
+    try:
+        for _ in range(flood):
+            conn = tls_connection(stack, "127.0.0.5")
+            conn.sendall(b"POST /flood HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4000\r\n"
+                         b"Content-Type: application/x-www-form-urlencoded\r\n\r\na")
+            held.append(conn)
+        refused, answered = 0, set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(answered) < flood - 20:
+            for index, conn in enumerate(held):
+                if index in answered:
+                    continue
+                conn.settimeout(0.01)
+                try:
+                    data = conn.recv(64)
+                except (TimeoutError, ssl.SSLWantReadError):
+                    continue
+                answered.add(index)
+                refused += data.startswith(b"HTTP/1.1 429")
+        status, _ = stack.callback(CHRONOPAY_IP)
+        link = make_link(stack.secrets["CABINET_SECRET"], "dem002", "7", "500.00",
+                         int(time.time()) + 600)
+        page, _, _ = stack.send("GET", "/pay?" + urlencode(link), "127.0.0.6")
+        still_held = flood - len(answered)
+    finally:
+        for conn in held:
+            conn.close()
+    figures("nginx: a slow-body flood from one address", 3,
+            (refused == flood - 20) + (status == 200) + (page == 200),
+            f"{flood} connections from 127.0.0.5 trickling bodies: {still_held} held, {refused} "
+            f"answered 429 at once; meanwhile ChronoPay's callback {status}, a subscriber's page "
+            f"{page}")
+    assert refused == flood - 20 and still_held == 20, (refused, still_held)
+    assert status == 200 and page == 200
