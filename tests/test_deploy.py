@@ -293,3 +293,15 @@ def test_systemd_analyze_verifies_the_unit():
                                 timeout=120)
     assert result.returncode == 0, result.stderr
     assert "dem-gateway.service" not in result.stderr, result.stderr
+
+
+def test_the_allow_snippet_lists_each_address_then_denies_and_refuses_a_non_address():
+    from gateway.errors import ConfigError
+    from gateway.nginx_allow import snippet
+
+    assert snippet(["93.174.51.230", " 2001:db8::1"]).splitlines()[1:] == [
+        "allow 93.174.51.230;", "allow 2001:db8::1;", "deny all;"]
+    with pytest.raises(ConfigError, match="CHRONOPAY_CALLBACK_IPS has '93.174.51.230; allow all'"):
+        snippet(["93.174.51.230; allow all"])
+    with open(os.path.join(ROOT, "deploy", "chronopay-allow.conf"), encoding="utf-8") as fh:
+        assert fh.read() == snippet(["93.174.51.230"])  # the shipped one: the default address
