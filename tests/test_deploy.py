@@ -173,9 +173,10 @@ def install():
     if os.geteuid() != 0:
         missing_component("the install test runs as root (useradd, a service user)")
     nginx_binary()
-    for tool in ("useradd", "userdel", "git"):
+    for tool, package in (("useradd", "passwd"), ("userdel", "passwd"), ("git", "git"),
+                          ("sqlite3", "sqlite3")):
         if shutil.which(tool) is None:
-            missing_component(f"{tool} is not installed")
+            missing_component(f"{tool} is not installed: apt-get install {package}")
     root = tempfile.mkdtemp(prefix="dem-deploy-")
     os.chmod(root, 0o755)  # the service user must reach its files under it
     install = Install(root)
