@@ -52,6 +52,8 @@ def loopback_site(text, https_port, http_port, upstream_socket, cert, key, direc
         (r"server unix:/run/dem-gateway/gateway\.sock;", f"server unix:{upstream_socket};"),
         (r"access_log /var/log/nginx/dem-gateway\.access\.log ",
          f"access_log {directory}/site-access.log "),
+        (r"error_log /var/log/nginx/dem-gateway\.error\.log ",
+         f"error_log {directory}/site-error.log "),
         (r"include /etc/nginx/snippets/dem-gateway-chronopay-allow\.conf;",
          f"include {directory}/chronopay-allow.conf;"),
     ]
