@@ -20,6 +20,7 @@ SANDBOX = False  # True only for the simulators; needs CHRONOPAY_URL = PUBLIC_UR
 LISTEN = "127.0.0.1:8080"  # address python wsgi.py serves on
 THREADS = 8  # waitress worker threads
 TRUSTED_PROXY = None  # e.g. "127.0.0.1" with nginx in front: then X-Forwarded-For is believed
+UNIX_SOCKET = None  # e.g. "/run/dem-gateway/gateway.sock": serve only there, trust its peer
 BILLING_URL = "https://billing.example.ru/hooks/chronopay"  # where payment events are POSTed
 BILLING_SECRET = "whsec_ZXhhbXBsZS1iaWxsaW5nLXNlY3JldC1yZXBsYWNlLW1l"  # Standard Webhooks key(s)
 BILLING_TIMEOUT = 10  # seconds to wait for billing's answer
@@ -29,3 +30,5 @@ BILLING_WORKER = True  # run the delivery worker thread inside the service
 DB_BUSY_TIMEOUT = 30  # seconds a write waits for the database lock
 MAX_CONTENT_LENGTH = 65536  # largest request body accepted, bytes
 PERMANENT_SESSION_LIFETIME = 3600  # seconds a signed session cookie (the CSRF token) is accepted
+CALLBACK_SAMPLE_CAP = 100  # strangers' callbacks journaled an hour (512 bytes each); rest counted
+# INSTANCE_PATH: env only (GATEWAY_INSTANCE_PATH), read before this file: the state directory

@@ -26,12 +26,18 @@ MACHINE_PATHS = ("/chronopay/callback", "/sandbox/billing/")
 
 def create_app(test_config=None):
     """Build the app: config, instance folder, store, clients, blueprints, handlers."""
+    # The state directory: a setting (GATEWAY_INSTANCE_PATH, e.g. systemd's StateDirectory),
+    # read before any config file, so a read-only checkout is never written to.
+    instance_path = (test_config or {}).get("INSTANCE_PATH") or os.environ.get(
+        "GATEWAY_INSTANCE_PATH") or None
     app = Flask(
         __name__, instance_relative_config=True, template_folder=os.path.join(ROOT, "templates"),
         static_folder=os.path.join(ROOT, "static"),
+        instance_path=os.path.abspath(instance_path) if instance_path else None,
     )
     os.makedirs(app.instance_path, exist_ok=True)
     config_layers.load(app.config, ROOT, app.instance_path, test_config)
+    app.config["INSTANCE_PATH"] = app.instance_path
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
     clock = app.config.get("CLOCK") or time.time

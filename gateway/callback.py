@@ -30,7 +30,11 @@ def receive():
     remote = request.remote_addr
     try:
         if remote not in cfg["CHRONOPAY_CALLBACK_IPS"]:
-            raise CallbackRejected("forbidden_ip", "address not in CHRONOPAY_CALLBACK_IPS")
+            # Anyone can send this: counted, and sampled only up to a cap an hour, truncated.
+            fields = {name: values[0] for name, values in form.items() if values}
+            payments.sample_stranger(store, now, remote or "", body, fields,
+                                     cfg["CALLBACK_SAMPLE_CAP"])
+            return "403 Forbidden\n", 403, PLAIN
         if query and form is not query:
             raise CallbackRejected("malformed", "fields in both the query and the body")
         cb = verify_callback(form, cfg["CHRONOPAY_SHARED_SECRET"])

@@ -36,6 +36,9 @@ DEFAULTS = {
     "DB_BUSY_TIMEOUT": 30,
     "MAX_CONTENT_LENGTH": 64 * 1024,
     "PERMANENT_SESSION_LIFETIME": 3600,
+    "CALLBACK_SAMPLE_CAP": 100,
+    "INSTANCE_PATH": None,
+    "UNIX_SOCKET": None,
 }
 
 # Secrets that must be real outside tests and the sandbox.

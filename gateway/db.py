@@ -113,6 +113,14 @@ CREATE TABLE IF NOT EXISTS sandbox_ledger (
     amount      TEXT NOT NULL,
     received_at REAL NOT NULL
 );
+
+-- Callbacks from addresses not in CHRONOPAY_CALLBACK_IPS, counted per hour: a stranger's
+-- flood updates one row here, and only the first CALLBACK_SAMPLE_CAP of an hour are
+-- journaled (truncated) in callbacks.
+CREATE TABLE IF NOT EXISTS stranger_hours (
+    hour        INTEGER PRIMARY KEY,
+    refused     INTEGER NOT NULL
+);
 """
 
 # An order with when billing acknowledged its payment: paid at ChronoPay and acknowledged by
@@ -485,3 +493,15 @@ class Tx:
         if table not in ("orders", "transactions", "callbacks", "events", "attempts"):
             raise ValueError(table)
         return self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
+
+    # strangers' callbacks
+
+    def count_stranger(self, hour):
+        """Count one refused callback in its hour; returns the hour's count so far."""
+        return self.conn.execute(
+            "INSERT INTO stranger_hours (hour, refused) VALUES (?, 1) ON CONFLICT (hour)"
+            " DO UPDATE SET refused = refused + 1 RETURNING refused", (hour,),
+        ).fetchone()[0]
+
+    def stranger_hours(self, limit=1000):
+        return self._all("SELECT * FROM stranger_hours ORDER BY hour DESC LIMIT ?", limit)

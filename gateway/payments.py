@@ -296,3 +296,27 @@ def log_verdict(entry):
 
 def _short(value):
     return value[:64] if isinstance(value, str) else value
+
+
+# What is kept of a stranger's callback body: enough to see what it was, not what it weighs.
+SAMPLE_BYTES = 512
+
+
+def sample_stranger(store, now, remote_addr, body, fields, cap):
+    """Count a callback from an address not allowed; journal a truncated sample while the
+    hour's cap lasts. Returns whether it was sampled."""
+    with store.write() as tx:
+        refused = tx.count_stranger(int(now // 3600))
+        sampled = refused <= cap
+        if sampled:
+            entry = journal_entry(
+                now, _short(remote_addr), body.encode()[:SAMPLE_BYTES].decode(errors="ignore"),
+                "forbidden_ip", "address not in CHRONOPAY_CALLBACK_IPS",
+                fields={k: _short(v) for k, v in fields.items()})
+            tx.journal(entry)
+    if sampled:
+        log_verdict(entry)
+    if refused == cap + 1:  # one line per hour once the cap is reached, not one per request
+        log.error("callback forbidden_ip: CALLBACK_SAMPLE_CAP (%d) reached this hour; further"
+                  " strangers' callbacks are only counted (stranger_hours)", cap)
+    return sampled

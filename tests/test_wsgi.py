@@ -1,12 +1,18 @@
 """How ops run it: python wsgi.py and waitress-serve, with and without a trusted proxy."""
 
+import http.client
 import os
 import runpy
+import socket
+import stat
+import subprocess
 import sys
+import time
+from urllib.parse import urlencode
 
 import pytest
 import requests
-from conftest import ROOT, LiveServer
+from conftest import ROOT, LiveServer, free_port
 
 from gateway import chronopay
 
@@ -30,6 +36,7 @@ def callback_from(server, forwarded_for):
     ("127.0.0.1", "10.0.0.1", 403),        # nginx says someone else
     (None, CHRONOPAY_IP, 403),             # no trusted proxy: the header is not believed
     ("10.9.9.9", CHRONOPAY_IP, 403),       # the header came from a peer that is not the proxy
+    ("localhost", CHRONOPAY_IP, 403),      # the unix socket's peer name: never a TCP client
 ])
 def test_callback_allowlist_sees_the_client_through_the_trusted_proxy_only(
         tmp_path, proxy, forwarded_for, status):
@@ -55,8 +62,6 @@ def test_waitress_serve_call_factory_works(tmp_path):
 
 
 def test_production_start_without_secrets_stops_with_one_sentence(tmp_path):
-    import subprocess
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env["GATEWAY_CONFIG"] = os.path.join(ROOT, "config.example.py")
     env["GATEWAY_DATABASE_URL"] = f"sqlite:///{tmp_path}/x.sqlite3"
@@ -85,3 +90,66 @@ def test_waitress_refuses_a_body_over_max_content_length_before_buffering_it(tmp
         assert answer.status_code == 403
     finally:
         server.stop()
+
+
+class UnixConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket, as nginx's `server unix:...` upstream speaks it."""
+
+    def __init__(self, path):
+        super().__init__("localhost", timeout=10)
+        self.path = path
+
+    def connect(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(10)
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def wait_for_socket(path, process, log):
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        if os.path.exists(path):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_on_unix_socket_only_its_peer_is_believed_and_no_tcp_port_listens(tmp_path):
+    # Today any local process can connect to 127.0.0.1:8080 and claim to be nginx; on the
+    # socket (mode 660, nginx's group) only nginx can, and no TCP port is open at all.
+    path, port = str(tmp_path / "gateway.sock"), free_port()
+    env = dict(os.environ, GATEWAY_CONFIG=os.path.join(ROOT, "config.sandbox.py"),
+               GATEWAY_DATABASE_URL=f"sqlite:///{tmp_path}/x.sqlite3",
+               GATEWAY_CHRONOPAY_CALLBACK_IPS=CHRONOPAY_IP, UNIX_SOCKET=path,
+               LISTEN=f"127.0.0.1:{port}", TRUSTED_PROXY="127.0.0.1")
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "wsgi.py"], cwd=ROOT, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT)
+    try:
+        assert wait_for_socket(path, process, log), "no unix socket: " + log.read_text()
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
+        with pytest.raises(requests.ConnectionError):  # nothing on LISTEN to claim nginx to
+            callback_from(type("Server", (), {"url": f"http://127.0.0.1:{port}"}), CHRONOPAY_IP)
+        results = {}
+        for forwarded_for in (CHRONOPAY_IP, "10.0.0.1"):
+            fields = {"transaction_type": "Purchase", "transaction_id": "1", "customer_id": "c",
+                      "total": "1.00", "order_id": "nope"}
+            fields["sign"] = chronopay.callback_sign(SANDBOX["CHRONOPAY_SHARED_SECRET"], "c",
+                                                     "1", "Purchase", "1.00")
+            conn = UnixConnection(path)
+            conn.request("POST", "/chronopay/callback", body=urlencode(fields), headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Forwarded-For": forwarded_for, "X-Forwarded-Proto": "https"})
+            results[forwarded_for] = conn.getresponse().status
+            conn.close()
+        assert results == {CHRONOPAY_IP: 200, "10.0.0.1": 403}
+    finally:
+        process.terminate()
+        process.wait(10)

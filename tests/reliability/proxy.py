@@ -1,5 +1,6 @@
 """A real nginx (the Debian package) running a loopback copy of deploy/nginx.conf."""
 
+import http.client
 import os
 import pathlib
 import re
@@ -10,6 +11,8 @@ import subprocess
 import time
 
 from conftest import ROOT, free_port, missing_component
+
+from gateway.nginx_allow import snippet
 
 SITE = os.path.join(ROOT, "deploy", "nginx.conf")
 INSTALL = "apt-get install nginx-light"
@@ -35,8 +38,9 @@ def self_signed_cert(directory):
     return cert, key
 
 
-def loopback_site(text, https_port, http_port, upstream_port, cert, key):
-    """deploy/nginx.conf with loopback ports and our certificate; every edit must apply."""
+def loopback_site(text, https_port, http_port, upstream_socket, cert, key, directory):
+    """deploy/nginx.conf with loopback ports, our certificate, socket, log and allow list;
+    every edit must apply."""
     edits = [
         (r"listen \[::\]:\d+[^;]*;\n", ""),
         (r"listen 80;", f"listen 127.0.0.1:{http_port};"),
@@ -45,7 +49,13 @@ def loopback_site(text, https_port, http_port, upstream_port, cert, key):
         (r"https://pay\.example\.ru\$request_uri", f"https://127.0.0.1:{https_port}$request_uri"),
         (r"ssl_certificate\s+\S+;", f"ssl_certificate {cert};"),
         (r"ssl_certificate_key\s+\S+;", f"ssl_certificate_key {key};"),
-        (r"http://127\.0\.0\.1:8080;", f"http://127.0.0.1:{upstream_port};"),
+        (r"server unix:/run/dem-gateway/gateway\.sock;", f"server unix:{upstream_socket};"),
+        (r"access_log /var/log/nginx/dem-gateway\.access\.log ",
+         f"access_log {directory}/site-access.log "),
+        (r"error_log /var/log/nginx/dem-gateway\.error\.log ",
+         f"error_log {directory}/site-error.log "),
+        (r"include /etc/nginx/snippets/dem-gateway-chronopay-allow\.conf;",
+         f"include {directory}/chronopay-allow.conf;"),
     ]
     for pattern, replacement in edits:
         text, count = re.subn(pattern, lambda _m, r=replacement: r, text)
@@ -56,10 +66,12 @@ def loopback_site(text, https_port, http_port, upstream_port, cert, key):
 class Nginx:
     """nginx in the foreground with its pid, logs and temp files under one directory."""
 
-    def __init__(self, directory, upstream_port):
+    def __init__(self, directory, upstream_socket, allow=()):
         self.directory = str(directory)
         self.https_port, self.http_port = free_port(), free_port()
-        self.upstream_port = upstream_port
+        self.upstream_socket = upstream_socket
+        self.allow = list(allow)
+        self.access_log = os.path.join(self.directory, "site-access.log")
         self.url = f"https://127.0.0.1:{self.https_port}"
         self.process = None
 
@@ -67,16 +79,18 @@ class Nginx:
         cert, key = self_signed_cert(self.directory)
         self.cert = cert
         with open(SITE, encoding="utf-8") as fh:
-            site = loopback_site(fh.read(), self.https_port, self.http_port, self.upstream_port,
-                                 cert, key)
+            site = loopback_site(fh.read(), self.https_port, self.http_port,
+                                 self.upstream_socket, cert, key, self.directory)
         d = self.directory
+        with open(os.path.join(d, "chronopay-allow.conf"), "w", encoding="utf-8") as fh:
+            fh.write(snippet(self.allow))
         with open(os.path.join(d, "site.conf"), "w", encoding="utf-8") as fh:
             fh.write(site)
         user = "user root;\n" if os.geteuid() == 0 else ""  # workers must read our temp dir
         temps = "".join(f"    {kind}_temp_path {d}/{kind};\n"
                         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         main = (f"{user}worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n"
-                "events { worker_connections 256; }\n"
+                "events { worker_connections 1024; }\n"
                 f"http {{\n    access_log {d}/access.log;\n{temps}    include {d}/site.conf;\n}}\n")
         self.config = os.path.join(d, "nginx.conf")
         with open(self.config, "w", encoding="utf-8") as fh:
@@ -115,3 +129,21 @@ class Nginx:
     def error_log(self):
         path = pathlib.Path(self.directory, "error.log")
         return path.read_text(errors="replace") if path.exists() else ""
+
+
+class UnixConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket, as nginx's `server unix:...` upstream speaks it."""
+
+    def __init__(self, path, timeout=30):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock

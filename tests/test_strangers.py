@@ -1,0 +1,53 @@
+"""What a stranger sends to the callback costs bounded storage: counted, sampled, truncated."""
+
+import os
+
+from conftest import callback_fields, hand_off, send_callback
+
+from gateway import create_app
+
+CAP, FLOOD, SAMPLE_BYTES = 20, 300, 512
+
+
+def file_size(app):
+    """The database file's size once the WAL is folded back in."""
+    store = app.extensions["store"]
+    store.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return os.path.getsize(app.config["DATABASE_URL"][len("sqlite:///"):])
+
+
+def test_a_stranger_flood_is_counted_and_sampled_up_to_the_cap_not_stored(config, clock):
+    app = create_app(dict(config, CALLBACK_SAMPLE_CAP=CAP))
+    client, store = app.test_client(), app.extensions["store"]
+    try:
+        query = hand_off(client, app)
+        padding = "x" * 8000  # what a stranger may send: up to MAX_CONTENT_LENGTH, each time
+        for _ in range(CAP):
+            fields = dict(callback_fields(app, query), padding=padding)
+            assert send_callback(client, fields, remote="10.1.2.3").status_code == 403
+        at_cap = file_size(app)
+        for n in range(FLOOD):
+            fields = dict(callback_fields(app, query), padding=padding)
+            assert send_callback(client, fields, remote=f"10.1.{n % 250}.9").status_code == 403
+        after = file_size(app)
+        rows = store.read().callbacks(rejected=True)
+        # 300 bodies of 8 kB (2.4 MB) came in; the file grew by at most a page or two.
+        assert after - at_cap <= 2 * 4096, (at_cap, after)
+        assert len(rows) == CAP and {r["verdict"] for r in rows} == {"forbidden_ip"}
+        assert max(len(r["body"].encode()) for r in rows) <= SAMPLE_BYTES
+        hours = store.read().stranger_hours()
+        assert hours == [{"hour": int(clock() // 3600), "refused": CAP + FLOOD}]
+        # The next hour samples again, from zero.
+        clock.advance(3600)
+        fields = callback_fields(app, query)
+        assert send_callback(client, fields, remote="10.1.2.3").status_code == 403
+        assert len(store.read().callbacks(rejected=True)) == CAP + 1
+        # ChronoPay itself is journaled in full, however long its body.
+        genuine = dict(callback_fields(app, query),
+                       **{f"extra{i}": "y" * 500 for i in range(4)})  # 2 kB, 4 times the sample
+        assert send_callback(client, genuine).status_code == 200
+        row = store.read().callbacks()[0]
+        assert row["verdict"] == "applied" and row["body"].count("y" * 500) == 4
+        assert store.read().order(query["order_id"])["status"] == "paid"
+    finally:
+        store.close()
