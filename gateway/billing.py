@@ -89,16 +89,20 @@ def new_event_id():
     return "msg_" + secrets.token_hex(12)
 
 
-def event_body(effect, order, transaction, now):
-    """The JSON body of the event an effect causes; sent byte for byte on every retry."""
-    return json.dumps({
-        "type": EVENT_TYPES[effect],
-        "timestamp": iso(now),
-        "data": {
-            "order_id": order["order_id"], "login": order["login"],
-            "account": order["account"], "amount": order["amount"], "currency": "RUB",
-            "transaction_id": transaction["transaction_id"],
-            "transaction_type": transaction["transaction_type"],
-            "paid_at": iso(order["paid_at"] if order["paid_at"] else now),
-        },
-    }, ensure_ascii=False, separators=(",", ":"))
+def event_body(effect, order, transaction, now, taken=None):
+    """The JSON body of the event an effect causes; sent byte for byte on every retry.
+
+    A reversal's `taken` is (refunded_amount, remaining_amount): what this event takes back
+    and what stays credited after it (a partial refund leaves some, a chargeback none).
+    """
+    data = {
+        "order_id": order["order_id"], "login": order["login"],
+        "account": order["account"], "amount": order["amount"], "currency": "RUB",
+        "transaction_id": transaction["transaction_id"],
+        "transaction_type": transaction["transaction_type"],
+        "paid_at": iso(order["paid_at"] if order["paid_at"] else now),
+    }
+    if taken is not None:
+        data["refunded_amount"], data["remaining_amount"] = taken
+    return json.dumps({"type": EVENT_TYPES[effect], "timestamp": iso(now), "data": data},
+                      ensure_ascii=False, separators=(",", ":"))

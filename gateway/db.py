@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS orders (
     updated_at  REAL NOT NULL,
     paid_at     REAL,
     transaction_id TEXT,
-    link_id     TEXT  -- the cabinet link that made it (signing.link_id), for LINK_MAX_ORDERS
+    link_id     TEXT,  -- the cabinet link that made it (signing.link_id), for LINK_MAX_ORDERS
+    refunded    TEXT   -- the sum of its refunds applied so far ("300.00"), NULL for none
 );
 CREATE INDEX IF NOT EXISTS orders_login ON orders (login, created_at);
 CREATE INDEX IF NOT EXISTS orders_created ON orders (created_at);
@@ -52,9 +53,11 @@ CREATE TABLE IF NOT EXISTS transactions (
 );
 -- One transaction per signed text, however its fields were split.
 CREATE UNIQUE INDEX IF NOT EXISTS transactions_signed_text ON transactions (signed_text);
--- One paid, one refunded and one chargeback transition per order, whatever races.
-CREATE UNIQUE INDEX IF NOT EXISTS transactions_one_effect ON transactions (order_id, effect)
-    WHERE effect IN ('paid', 'refunded', 'chargeback');
+-- One paid and one chargeback transition per order, whatever races. Refunds may be several
+-- (partial), each once by its key, and their sum is kept within the amount by payments in the
+-- same write transaction as the order's row.
+CREATE UNIQUE INDEX IF NOT EXISTS transactions_one_credit ON transactions (order_id, effect)
+    WHERE effect IN ('paid', 'chargeback');
 -- An order's transactions (Tx.reversals on every callback): SQLite cannot use the partial
 -- index above for a narrower IN list, and without this it scans the table (make bench).
 CREATE INDEX IF NOT EXISTS transactions_order ON transactions (order_id);
@@ -89,9 +92,15 @@ CREATE TABLE IF NOT EXISTS events (
     lease_until REAL,
     delivered_at REAL,
     last_error  TEXT,
-    UNIQUE (order_id, type)
+    transaction_id TEXT  -- the ChronoPay transaction that caused it
 );
 CREATE INDEX IF NOT EXISTS events_due ON events (status, next_attempt_at);
+-- One event per order and type, but one payment.refunded per refund transaction (partial
+-- refunds are several).
+CREATE UNIQUE INDEX IF NOT EXISTS events_one_type ON events (order_id, type)
+    WHERE type != 'payment.refunded';
+CREATE UNIQUE INDEX IF NOT EXISTS events_one_refund ON events (order_id, transaction_id)
+    WHERE type = 'payment.refunded';
 
 CREATE TABLE IF NOT EXISTS attempts (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -127,7 +136,7 @@ CREATE TABLE IF NOT EXISTS stranger_hours (
 # billing are two facts, kept apart (billed_at comes from the outbox, not from a copy).
 ORDER_COLUMNS = (
     "order_id, nonce, login, account, amount, status, review, created_at, updated_at, "
-    "paid_at, transaction_id, (SELECT delivered_at FROM events WHERE events.order_id ="
+    "paid_at, transaction_id, refunded, (SELECT delivered_at FROM events WHERE events.order_id ="
     " orders.order_id AND events.type = 'payment.succeeded') AS billed_at"
 )
 
@@ -136,14 +145,41 @@ def upgrade(conn):
     """Bring a database made by an earlier version up to this one (CREATE TABLE IF NOT EXISTS
     leaves an existing table as it is)."""
     orders = {row[1] for row in conn.execute("PRAGMA table_info(orders)")}
-    if orders and "link_id" not in orders:
-        conn.execute("ALTER TABLE orders ADD COLUMN link_id TEXT")
+    for name in ("link_id", "refunded"):
+        if orders and name not in orders:
+            conn.execute(f"ALTER TABLE orders ADD COLUMN {name} TEXT")
+    if orders and "refunded" not in orders:
+        # Refunds before partial ones existed were whole: a later chargeback takes nothing.
+        conn.execute("UPDATE orders SET refunded = amount WHERE status = 'refunded'")
+    # A refunded transition was once unique per order; partial refunds are several.
+    conn.execute("DROP INDEX IF EXISTS transactions_one_effect")
+    rebuild_events(conn)
     columns = {row[1] for row in conn.execute("PRAGMA table_info(transactions)")}
     if columns and "signed_text" not in columns:
         conn.execute("ALTER TABLE transactions ADD COLUMN signed_text TEXT")
         backfill_signed_text(conn)
     # callbacks (verdict, id) was written on every callback and used by no query.
     conn.execute("DROP INDEX IF EXISTS callbacks_verdict")
+
+
+def rebuild_events(conn):
+    """An events table made with UNIQUE (order_id, type) allows one payment.refunded per
+    order; SQLite cannot drop a table constraint, so the table is made anew, rows kept."""
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+                       ).fetchone()
+    if row is None or "UNIQUE (order_id, type)" not in row[0]:
+        return
+    old = [r[1] for r in conn.execute("PRAGMA table_info(events)")]
+    create = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS events"):]
+    create = create[:create.index(";")].replace("IF NOT EXISTS events", "events_new")
+    conn.execute(create)
+    new = [r[1] for r in conn.execute("PRAGMA table_info(events_new)")]
+    kept = ", ".join(name for name in old if name in new)
+    conn.execute(f"INSERT INTO events_new ({kept}, transaction_id) SELECT {kept},"
+                 " json_extract(body, '$.data.transaction_id') FROM events")
+    # attempts refer to events by name: foreign keys are off here (Store.init_schema).
+    conn.execute("DROP TABLE events")
+    conn.execute("ALTER TABLE events_new RENAME TO events")
 
 
 # What ops set, by `transactions accept-unsigned`, on an old transaction whose signed text no
@@ -236,12 +272,22 @@ class Store:
             self._local.conn = None
 
     def init_schema(self):
-        """Create the tables, columns and indexes that are missing."""
-        with self.write() as tx:
-            upgrade(tx.conn)
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    tx.conn.execute(statement)
+        """Create the tables, columns and indexes that are missing, upgrading an older
+        database in the same transaction."""
+        conn = self.connection()
+        # A table made anew (rebuild_events) is dropped while rows refer to it: SQLite asks
+        # for foreign keys off outside the transaction, and we check them before the commit.
+        conn.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with self.write() as tx:
+                upgrade(tx.conn)
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        tx.conn.execute(statement)
+                if tx.conn.execute("PRAGMA foreign_key_check").fetchone():
+                    raise sqlite3.IntegrityError("upgrade left rows without their parent")
+        finally:
+            conn.execute("PRAGMA foreign_keys=ON")
 
     @contextmanager
     def write(self):
@@ -255,7 +301,7 @@ class Store:
         if not self._write_lock.acquire(timeout=self.busy_timeout):
             raise sqlite3.OperationalError("database is locked")  # as SQLite says it
         try:
-            left = max(self.busy_timeout - (time.monotonic() - started), 0.0)
+            left = max(self.busy_timeout - (time.monotonic() - started), 0)
             conn.execute(f"PRAGMA busy_timeout={int(left * 1000)}")
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -391,9 +437,10 @@ class Tx:
     def insert_event(self, event):
         self.conn.execute(
             "INSERT INTO events (event_id, order_id, type, body, status, created_at,"
-            " next_attempt_at, retry_until) VALUES (:event_id, :order_id, :type, :body,"
-            " 'pending', :created_at, :created_at, :retry_until)",
-            event,
+            " next_attempt_at, retry_until, transaction_id) VALUES (:event_id, :order_id,"
+            " :type, :body, 'pending', :created_at, :created_at, :retry_until,"
+            " :transaction_id)",
+            dict({"transaction_id": None}, **event),
         )
 
     def event(self, event_id):

@@ -4,6 +4,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 
 from . import billing, chronopay
 from .billing import iso
@@ -33,6 +34,7 @@ class Decision:
     review: str | None = None
     record: bool = True
     event: bool = False
+    refunded: Decimal | None = None  # the order's refunded sum after a refund
 
 
 def new_order_id(now):
@@ -72,19 +74,20 @@ def decide(order, prior, cb, product_id, held=()):
                         record=False)
     if order is None:
         return Decision("review", "unknown order", record=False)
-    problems = mismatches(order, cb, product_id)
     kind = kind_of(cb.transaction_type)
+    problems = mismatches(order, cb, product_id, kind)
     if kind == "rebill":
         problems.append(f"{cb.transaction_type!r}: recurring payments are not supported yet")
     elif kind is None:
         problems.append(f"unknown transaction type {cb.transaction_type[:40]!r}")
     if problems:
         return Decision("review", "; ".join(problems), review="; ".join(problems))
-    return transition(order, kind, held)
+    return transition(order, kind, held, parse_wire(cb.total))
 
 
-def mismatches(order, cb, product_id):
-    """What in the unsigned fields disagrees with our order."""
+def mismatches(order, cb, product_id, kind=None):
+    """What in the unsigned fields disagrees with our order (and, for a refund, whether its
+    total can be a part of the order's amount)."""
     problems = []
     if cb.product_id != product_id:
         problems.append("product_id does not match")
@@ -94,10 +97,16 @@ def mismatches(order, cb, product_id):
     if cb.order_conflict:
         problems.append("order_id and cs1 name different orders")
     try:
-        if format_wire(parse_wire(cb.total)) != order["amount"]:
-            problems.append(f"total {cb.total[:20]!r} differs from the order's {order['amount']}")
+        total = parse_wire(cb.total)
     except AmountError:
-        problems.append("total is not an amount")
+        return problems + ["total is not an amount"]
+    amount = Decimal(order["amount"])
+    if kind == "refunded":  # a refund may be partial: more than nothing, at most the amount
+        if not 0 < total <= amount:
+            problems.append(f"refund total {cb.total[:20]!r} is not within the order's"
+                            f" {order['amount']}")
+    elif total != amount:
+        problems.append(f"total {cb.total[:20]!r} differs from the order's {order['amount']}")
     return problems
 
 
@@ -111,16 +120,20 @@ def kind_of(transaction_type):
     return None
 
 
-def transition(order, kind, held=()):
+def transition(order, kind, held=(), total=None):
     """The state machine. ChronoPay's callbacks come in any order, so the outcome depends on
     the set of an order's transactions, not on the order they arrive in:
 
     - a purchase pays a pending or declined order once; a decline marks a pending one;
-    - a refund or chargeback of a paid order reverses it, with its billing event; one that
-      overtook its purchase is held and applied with it;
+    - a refund takes back its total, once per transaction, several up to the amount (partial
+      refunds; the order is `refunded` when nothing is left); a chargeback takes back what is
+      left; each with its billing event; one that overtook its purchase is held and applied
+      with it;
     - refund and chargeback both: the status ends `chargeback` (the bank's word is final),
-      billing is debited once (by whichever came first), and the order goes to review;
+      billing is debited the amount once in all, and the order goes to review;
     - anything else asks review, which never stops a consistent purchase from crediting.
+
+    `held` has the order's reversals recorded so far, `total` the callback's as a Decimal.
     """
     status = order["status"]
     if kind == "neutral":
@@ -135,19 +148,48 @@ def transition(order, kind, held=()):
             return Decision("applied", "pending -> declined", effect="declined",
                             status="declined")
         return Decision("ignored", f"decline for a {status} order")
-    # A refund or a chargeback. `held` has the order's reversals recorded so far.
-    if kind in {row["effect"] for row in held}:
-        return _review(f"second {kind} transaction for a {status} order")
+    charged_back = status == "chargeback" or any(r["effect"] == "chargeback" for r in held)
+    if kind == "chargeback":
+        if charged_back:
+            return _review(f"second chargeback transaction for a {status} order")
+        return chargeback(order, held)
+    if charged_back and status not in UNPAID:
+        return Decision("review", f"{status} -> chargeback: {BOTH_REVERSALS}",
+                        effect="refunded", status="chargeback", review=BOTH_REVERSALS)
+    return refund(order, held, total)
+
+
+def refund(order, held, total):
+    """A refund of `total`: held while unpaid, else taken from what is left of the amount."""
+    amount, status = Decimal(order["amount"]), order["status"]
+    before = sum((Decimal(r["total"]) for r in held if r["effect"] == "refunded"), Decimal(0)) \
+        if status in UNPAID else Decimal(order["refunded"] or 0)
+    if before + total > amount:
+        return _review(f"refund of {format_wire(total)} over the remaining"
+                       f" {format_wire(amount - before)} of a {status} order")
     if status in UNPAID:
         # Overtook its purchase: recorded with its effect, applied with the purchase.
-        return Decision("held", f"{kind} transaction for a {status} order, held for its"
-                        " purchase", effect=kind)
-    if status == "paid":
-        return Decision("applied", f"paid -> {kind}", effect=kind, status=kind, event=True)
-    if {status, kind} == set(REVERSALS):
-        return Decision("review", f"{status} -> chargeback: {BOTH_REVERSALS}", effect=kind,
-                        status="chargeback", review=BOTH_REVERSALS)
-    return _review(f"second {kind} transaction for a {status} order")
+        return Decision("held", f"refunded transaction for a {status} order, held for its"
+                        " purchase", effect="refunded")
+    after = before + total
+    target = "refunded" if after == amount else None
+    return Decision("applied", f"paid -> {target or 'paid'}: refunded {format_wire(after)} of"
+                    f" {order['amount']}", effect="refunded", status=target, event=True,
+                    refunded=after)
+
+
+def chargeback(order, held):
+    """A chargeback takes back what is left; after a refund it is also a case for review."""
+    status = order["status"]
+    if status in UNPAID:
+        return Decision("held", f"chargeback transaction for a {status} order, held for its"
+                        " purchase", effect="chargeback")
+    refunded = Decimal(order["refunded"] or 0)
+    review = BOTH_REVERSALS if refunded else None
+    left = Decimal(order["amount"]) - refunded
+    return Decision("review" if review else "applied", f"{status} -> chargeback" + (
+        f": {BOTH_REVERSALS}" if review else ""), effect="chargeback", status="chargeback",
+        review=review, event=left > 0)
 
 
 def _review(reason):
@@ -247,7 +289,7 @@ def change(tx, order, decision, transaction, held, now, retry_for):
     notes = []
     for i, reversal in enumerate(held):
         current = tx.order(order["order_id"])
-        step = transition(current, reversal["effect"], held[:i])
+        step = transition(current, reversal["effect"], held[:i], Decimal(reversal["total"]))
         apply_decision(tx, current, step, reversal, now, retry_for)
         notes.append(f" -> {step.status or current['status']} by the held"
                      f" {reversal['transaction_type']!r}")
@@ -263,21 +305,35 @@ def apply_decision(tx, order, decision, transaction, now, retry_for):
         changes["status"] = decision.status
     if decision.status == "paid":
         changes.update(paid_at=now, transaction_id=transaction["transaction_id"])
+    if decision.refunded is not None:
+        changes["refunded"] = format_wire(decision.refunded)
     if changes:
         tx.update_order(order["order_id"], now, **changes)
     if decision.event:
-        emit(tx, decision.status, order["order_id"], transaction, now, retry_for)
+        emit(tx, decision.effect, order["order_id"], transaction, now, retry_for)
 
 
 def emit(tx, effect, order_id, transaction, now, retry_for):
     """The outbox row of an effect; it commits with the state change, so billing hears of
     each outcome or of nothing."""
+    order = tx.order(order_id)
     tx.insert_event({
         "event_id": billing.new_event_id(), "order_id": order_id,
         "type": billing.EVENT_TYPES[effect], "created_at": now,
-        "body": billing.event_body(effect, tx.order(order_id), transaction, now),
-        "retry_until": now + retry_for,
+        "body": billing.event_body(effect, order, transaction, now, taken_back(effect, order,
+                                                                               transaction)),
+        "retry_until": now + retry_for, "transaction_id": transaction["transaction_id"],
     })
+
+
+def taken_back(effect, order, transaction):
+    """For a reversal's event: (what it takes back, what stays credited), as wire strings."""
+    amount, refunded = Decimal(order["amount"]), Decimal(order["refunded"] or 0)
+    if effect == "refunded":
+        return format_wire(Decimal(transaction["total"])), format_wire(amount - refunded)
+    if effect == "chargeback":
+        return format_wire(amount - refunded), format_wire(Decimal(0))
+    return None
 
 
 def log_verdict(entry):

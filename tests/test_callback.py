@@ -1,6 +1,7 @@
 """POST /chronopay/callback: every rejection, duplicates and the journal."""
 
 import itertools
+import json
 import logging
 from urllib.parse import urlencode
 
@@ -363,3 +364,71 @@ def test_multipart_part_without_a_name_is_403_not_a_500(client, store):
                            environ_base={"REMOTE_ADDR": "127.0.0.1"})
     assert response.status_code == 403
     assert store.read().callbacks()[0]["verdict"] == "malformed"
+
+
+def event_data(store, order_id):
+    rows = store.read().conn.execute(
+        "SELECT type, body FROM events WHERE order_id = ? ORDER BY rowid", (order_id,))
+    return [json.loads(body)["data"] | {"type": kind} for kind, body in rows]
+
+
+def refund(client, app, query, transaction_id, total):
+    return send_callback(client, callback_fields(app, query, transaction_id, "Refund", total))
+
+
+def test_a_partial_refund_takes_back_its_total_and_says_what_remains(client, app, store):
+    query = pay_order(client, app)
+    refund(client, app, query, "80001", "300.00")
+    order = store.read().order(query["order_id"])
+    assert (order["status"], order["refunded"], order["review"]) == ("paid", "300.00", None)
+    last = event_data(store, query["order_id"])[-1]
+    assert last["type"] == "payment.refunded" and last["amount"] == "1000.00"
+    assert (last["refunded_amount"], last["remaining_amount"]) == ("300.00", "700.00")
+    assert last["transaction_id"] == "80001"
+
+
+def test_partial_refunds_up_to_the_amount_each_once(client, app, store):
+    query = pay_order(client, app)
+    for _ in range(2):
+        refund(client, app, query, "80001", "300.00")
+    refund(client, app, query, "80002", "700.00")
+    order = store.read().order(query["order_id"])
+    assert (order["status"], order["refunded"], order["review"]) == ("refunded", "1000.00", None)
+    taken = [(d["refunded_amount"], d["remaining_amount"])
+             for d in event_data(store, query["order_id"])[1:]]
+    assert taken == [("300.00", "700.00"), ("700.00", "0.00")]
+
+
+@pytest.mark.parametrize("totals", [("300.00", "800.00"), ("1000.01",), ("0.00",), ("-5.00",),
+                                    ("0",)])
+def test_a_refund_over_the_remainder_or_not_positive_is_review(client, app, store, totals):
+    query = pay_order(client, app)
+    for n, total in enumerate(totals):
+        refund(client, app, query, f"8000{n}", total)
+    order = store.read().order(query["order_id"])
+    assert order["status"] == "paid" and order["review"]
+    applied = [t for t in totals[:-1]]
+    assert order["refunded"] == (applied[0] if applied else None)
+    assert len(event_data(store, query["order_id"])) == 1 + len(applied)
+
+
+def test_a_chargeback_after_a_partial_refund_takes_back_only_what_is_left(client, app, store):
+    query = pay_order(client, app)
+    refund(client, app, query, "80001", "300.00")
+    send_callback(client, callback_fields(app, query, "90001", "chargeback"))
+    order = store.read().order(query["order_id"])
+    assert order["status"] == "chargeback" and BOTH_REVERSALS in order["review"]
+    last = event_data(store, query["order_id"])[-1]
+    assert last["type"] == "payment.chargeback"
+    assert (last["refunded_amount"], last["remaining_amount"]) == ("700.00", "0.00")
+
+
+def test_a_partial_refund_before_its_purchase_applies_with_it(client, app, store):
+    query = hand_off(client, app)
+    refund(client, app, query, "80001", "250.00")
+    assert store.read().order(query["order_id"])["status"] == "pending"
+    send_callback(client, callback_fields(app, query, "70001"))
+    order = store.read().order(query["order_id"])
+    assert (order["status"], order["refunded"]) == ("paid", "250.00")
+    assert [d["type"] for d in event_data(store, query["order_id"])] == [
+        "payment.succeeded", "payment.refunded"]

@@ -6,8 +6,9 @@ from gateway.chronopay import Callback
 from gateway.payments import BOTH_REVERSALS, decide, kind_of, result_state
 
 
-def order(status="pending", review=None, amount="1000.00"):
-    return {"order_id": "o1", "status": status, "review": review, "amount": amount}
+def order(status="pending", review=None, amount="1000.00", refunded=None):
+    return {"order_id": "o1", "status": status, "review": review, "amount": amount,
+            "refunded": refunded}
 
 
 def prior(order_id):
@@ -91,7 +92,7 @@ def test_reversals_and_declines_move_the_order(ttype, start, end):
 
 @pytest.mark.parametrize("ttype, start", [("Refund", "refunded"), ("chargeback", "chargeback")])
 def test_second_reversal_of_the_same_kind_asks_review_and_moves_nothing(ttype, start):
-    decision = decide(order(start), None, cb(ttype), "p")
+    decision = decide(order(start, refunded="1000.00"), None, cb(ttype), "p")
     assert decision.verdict == "review" and decision.status is None and decision.review
     assert not decision.event and decision.effect is None
 
@@ -100,7 +101,8 @@ def test_second_reversal_of_the_same_kind_asks_review_and_moves_nothing(ttype, s
 def test_refund_and_chargeback_both_end_chargeback_debited_once_for_review(ttype, start):
     # Whichever came first sent billing its debit; the other must not debit again, and the
     # order ends the same either way: chargeback (the bank's word is final), for review.
-    decision = decide(order(start), None, cb(ttype), "p")
+    refunded = "1000.00" if start == "refunded" else None
+    decision = decide(order(start, refunded=refunded), None, cb(ttype), "p")
     assert (decision.verdict, decision.status, decision.event) == ("review", "chargeback", False)
     assert decision.review == BOTH_REVERSALS and decision.effect == kind_of(ttype)
 
@@ -123,13 +125,15 @@ def test_reversal_of_an_unpaid_order_is_held_for_its_purchase(ttype, start, effe
 
 
 def test_the_other_reversal_while_one_is_held_is_held_too():
-    held = [{"transaction_id": "t0", "transaction_type": "Refund", "effect": "refunded"}]
+    held = [{"transaction_id": "t0", "transaction_type": "Refund", "effect": "refunded",
+             "total": "1000.00"}]
     decision = decide(order(), None, cb("chargeback"), "p", held)
     assert decision.verdict == "held" and decision.effect == "chargeback"
 
 
 def test_a_second_reversal_of_one_kind_while_held_asks_review():
-    held = [{"transaction_id": "t0", "transaction_type": "Refund", "effect": "refunded"}]
+    held = [{"transaction_id": "t0", "transaction_type": "Refund", "effect": "refunded",
+             "total": "1000.00"}]
     decision = decide(order(), None, cb("Refund"), "p", held)
     assert decision.verdict == "review" and decision.effect is None and decision.review
 
@@ -150,10 +154,13 @@ def test_result_page_state(status, review, outcome, state):
     assert result_state(order(status, review), outcome) == state
 
 
-def test_a_third_reversal_after_both_kinds_asks_review_without_an_effect():
+def test_a_third_reversal_after_both_kinds_asks_review_and_debits_nothing():
     # Found by the state machine: chargeback, Refund, Purchase, then a re-cased "refund" of
-    # the same id made a second refunded effect, which the schema refused with a 503.
-    held = [{"transaction_id": "t1", "transaction_type": "chargeback", "effect": "chargeback"},
-            {"transaction_id": "t1", "transaction_type": "Refund", "effect": "refunded"}]
-    decision = decide(order("chargeback"), None, cb("refund"), "p", held)
-    assert decision.verdict == "review" and decision.effect is None and decision.status is None
+    # the same id made a second refunded effect, which the schema then refused with a 503.
+    held = [{"transaction_id": "t1", "transaction_type": "chargeback", "effect": "chargeback",
+             "total": "1000.00"},
+            {"transaction_id": "t1", "transaction_type": "Refund", "effect": "refunded",
+             "total": "1000.00"}]
+    decision = decide(order("chargeback", refunded="1000.00"), None, cb("refund"), "p", held)
+    assert decision.verdict == "review" and not decision.event
+    assert decision.status in (None, "chargeback") and decision.refunded is None

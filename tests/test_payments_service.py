@@ -1,5 +1,7 @@
 """The money rules where they live: payments and the store on a real SQLite file, no Flask."""
 
+import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -196,3 +198,32 @@ def test_old_transactions_without_a_journal_stop_the_start_until_ops_decide(tmp_
     assert result.exit_code == 0 and "1 transaction(s) accepted" in result.output
     assert Store(f"sqlite:///{path}").unsigned_transactions() == 0
     create_app(settings).extensions["store"].close()  # starts now
+
+
+RELEASE_DB = os.path.join(os.path.dirname(__file__), "data", "release-dd426b7.sqlite3")
+# Made by the release before this one (commit dd426b7) with its own code: order 0 paid,
+# order 1 paid and wholly refunded, order 2 pending; three events, one attempt each.
+PAID, REFUNDED = "20251128-5a619b190bc5", "20251128-068369e477ce"
+
+
+def test_a_database_of_the_previous_release_upgrades_in_place(tmp_path):
+    path = tmp_path / "gateway.sqlite3"
+    shutil.copy(RELEASE_DB, path)
+    store = Store(f"sqlite:///{path}")
+    store.init_schema()
+    conn = store.connection()
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    assert store.read().count("events") == 3 and store.read().count("attempts") == 3
+    assert {e["transaction_id"] for e in store.read().events()} == {"70001", "70002", "80002"}
+    # A whole refund of the old kind leaves nothing for a later chargeback to take.
+    assert store.read().order(REFUNDED)["refunded"] == "1000.00"
+    apply(store, callback(REFUNDED, "90002", "chargeback"))
+    assert store.read().count("events") == 3
+    assert store.read().order(REFUNDED)["status"] == "chargeback"
+    # Partial refunds, several per order, on the upgraded outbox.
+    for n, total in enumerate(("100.00", "200.00")):
+        assert apply(store, callback(PAID, f"8100{n}", "Refund", total)).verdict == "applied"
+    assert store.read().order(PAID)["refunded"] == "300.00"
+    assert store.read().count("events") == 5
+    store.close()

@@ -130,7 +130,9 @@ def cases(max_body):
                                                   b"a=1"), tolerated=NGINX),
         Case("bytes 0x80-0xff in request line",
              request(f"{FORM}Content-Length: 3\r\n", b"a=1", path=PATH + "\xff\xfe")),
-        Case("HTTP/0.9", f"GET {PATH}\r\n".encode()),
+        # nginx reads an HTTP/0.9 line as a GET, and a callback may come by GET
+        # (cb_type=G): it reaches the app once, with no fields, and is refused as malformed.
+        Case("HTTP/0.9", f"GET {PATH}\r\n".encode(), tolerated=NGINX),
         Case("TLS-less garbage", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64),
     ]
 

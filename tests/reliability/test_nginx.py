@@ -239,7 +239,7 @@ def test_nginx_headers_methods_sizes_and_rate_limits(stack, figures):
             ("app page", "127.0.0.8", "GET", "/pay", None, 403, False),
             ("app 404", "127.0.0.8", "GET", "/nowhere", None, 404, False),
             ("static file", "127.0.0.8", "GET", "/static/style.css", None, 200, False),
-            ("app 405", CHRONOPAY_IP, "GET", "/chronopay/callback", None, 405, False),
+            ("app 405", CHRONOPAY_IP, "GET", "/pay/confirm", None, 405, False),
             ("callback from outside nginx's allow list", "127.0.0.8", "GET",
              "/chronopay/callback", None, 403, True),
             *((f"{m} refused by nginx", "127.0.0.8", m, "/chronopay/callback", None, 405, True)
