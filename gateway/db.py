@@ -26,11 +26,15 @@ CREATE TABLE IF NOT EXISTS orders (
     created_at  REAL NOT NULL,
     updated_at  REAL NOT NULL,
     paid_at     REAL,
-    transaction_id TEXT
+    transaction_id TEXT,
+    link_id     TEXT  -- the cabinet link that created it (LINK_MAX_ORDERS counts by it)
 );
 CREATE INDEX IF NOT EXISTS orders_login ON orders (login, created_at);
 CREATE INDEX IF NOT EXISTS orders_created ON orders (created_at);
 CREATE INDEX IF NOT EXISTS orders_status ON orders (status, created_at);
+-- LINK_MAX_ORDERS counts a link's orders, the confirmation page looks for a recent payment.
+CREATE INDEX IF NOT EXISTS orders_link ON orders (link_id) WHERE link_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS orders_account_paid ON orders (account, paid_at);
 
 CREATE TABLE IF NOT EXISTS transactions (
     transaction_id   TEXT NOT NULL,
@@ -126,6 +130,9 @@ def upgrade(conn):
         conn.execute("ALTER TABLE transactions ADD COLUMN signed_text TEXT")
     # callbacks (verdict, id) was written on every callback and used by no query.
     conn.execute("DROP INDEX IF EXISTS callbacks_verdict")
+    order_columns = {row[1] for row in conn.execute("PRAGMA table_info(orders)")}
+    if order_columns and "link_id" not in order_columns:
+        conn.execute("ALTER TABLE orders ADD COLUMN link_id TEXT")
 
 
 class Store:
@@ -404,3 +411,18 @@ class Tx:
         if table not in ("orders", "transactions", "callbacks", "events", "attempts"):
             raise ValueError(table)
         return self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
+
+    # the subscriber's pages (appended)
+
+    def count_link_orders(self, link_id):
+        return self.conn.execute("SELECT count(*) FROM orders WHERE link_id = ?",
+                                 (link_id,)).fetchone()[0]
+
+    def set_link_id(self, nonce, link_id):
+        self.conn.execute("UPDATE orders SET link_id = ? WHERE nonce = ?", (link_id, nonce))
+
+    def recent_paid_order(self, account, since):
+        """The account's latest order paid at or after since, or None."""
+        return self._one(
+            "SELECT order_id, amount, paid_at FROM orders WHERE account = ? AND paid_at >= ?"
+            " AND status = 'paid' ORDER BY paid_at DESC LIMIT 1", account, since)

@@ -246,3 +246,20 @@ def log_verdict(entry):
 
 def _short(value):
     return value[:64] if isinstance(value, str) else value
+
+
+def create_link_order(store, *, nonce, login, account, amount, now, link_id, max_orders):
+    """create_order for a cabinet link that may create at most max_orders orders; None past
+    that. The count and the insert share one write transaction, so racing tabs cannot pass."""
+    with store.write() as tx:
+        order = tx.order_by_nonce(nonce)
+        if order is None:
+            if tx.count_link_orders(link_id) >= max_orders:
+                return None
+            tx.insert_order({
+                "order_id": new_order_id(now), "nonce": nonce, "login": login,
+                "account": account, "amount": format_wire(amount), "created_at": now,
+            })
+            tx.set_link_id(nonce, link_id)
+            order = tx.order_by_nonce(nonce)
+    return order

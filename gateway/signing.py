@@ -3,7 +3,7 @@
 import hashlib
 import hmac
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
@@ -23,6 +23,14 @@ class Link:
     login: str
     account: str
     amount: str | None
+    # Not compared: two Links are the same request whatever their lifetime or id.
+    expires: int = field(default=0, compare=False)
+    link_id: str = field(default="", compare=False)
+
+
+def link_id(sig):
+    """A short id of one link, from its signature: its orders are counted by it."""
+    return hashlib.sha256(sig.encode()).hexdigest()[:32]
 
 
 def link_sig(secret, login, account, amount, expires):
@@ -42,7 +50,10 @@ def make_link(secret, login, account, amount, expires):
 
 
 def verify_link(args, secret, now, max_age):
-    """Check a cabinet link's query (a key -> list of values mapping); return the Link."""
+    """Check a cabinet link's query (a key -> list of values mapping); return the Link.
+
+    `now` is the float clock: a link is valid while now <= expires, to the fraction of a second.
+    """
     fields = {}
     for name in LINK_FIELDS:
         values = args.get(name, [])
@@ -68,7 +79,7 @@ def verify_link(args, secret, now, max_age):
         raise LinkExpired("link expired")
     if int(expires) > now + max_age:
         raise LinkInvalid("link expires too far in the future")
-    return Link(login, account, amount)
+    return Link(login, account, amount, int(expires), link_id(sig))
 
 
 class PageTokens:
