@@ -329,3 +329,25 @@ def test_no_warning_after_recent_payment_warning_seconds(client, app, clock):
     clock.advance(app.config["RECENT_PAYMENT_WARNING"] + 1)
     page = client.get(link(app, amount="500.00")).get_data(as_text=True)
     assert "уже принят" not in page and 'name="again"' not in page
+
+
+def test_upgrade_adds_link_id_to_an_earlier_database(tmp_path):
+    import sqlite3
+
+    from gateway.db import Store
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:  # the orders table as the previous version made it
+        conn.execute(
+            "CREATE TABLE orders (order_id TEXT PRIMARY KEY, nonce TEXT NOT NULL UNIQUE,"
+            " login TEXT NOT NULL, account TEXT NOT NULL, amount TEXT NOT NULL,"
+            " status TEXT NOT NULL, review TEXT, created_at REAL NOT NULL,"
+            " updated_at REAL NOT NULL, paid_at REAL, transaction_id TEXT)")
+    conn.close()
+    store = Store(f"sqlite:///{path}")
+    store.init_schema()
+    with store.write() as tx:
+        assert tx.count_link_orders("k") == 0
+        columns = {row[1] for row in tx.conn.execute("PRAGMA table_info(orders)")}
+    store.close()
+    assert "link_id" in columns
