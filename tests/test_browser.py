@@ -234,6 +234,9 @@ def start_payment(browser, amount):
     browser.type("amount", amount)
     browser.submit("Новый платеж")
     assert browser.heading() == "Платеж в системе ChronoPay" and "Заплатить" in browser.text()
+    again = browser.find("input[name=again]")
+    if again:  # an earlier test paid this account: paying again is meant here
+        again[0].click()
 
 
 def pay_with(browser, card, status=200):
@@ -299,6 +302,32 @@ def test_declined_card_says_the_payment_failed_and_leads_back(browser):
     browser.shoot("08-failed")
     browser.follow("Вернуться в личный кабинет")
     assert "Абонент dem001" in browser.heading()
+
+
+def test_back_reload_after_paying_warns_before_paying_again(browser):
+    start_payment(browser, "700")
+    browser.submit("Заплатить")
+    pay_with(browser, "4111 1111 1111 1111")
+    assert browser.heading() == "Платеж принят"
+    browser.driver.back()  # the simulated ChronoPay page
+    browser.driver.back()  # the confirmation page of the link
+    browser.driver.refresh()
+    browser.check()
+    confirm_url = browser.driver.current_url
+    assert confirm_url.startswith(browser.server.url + "/pay?")
+    assert "Платеж на 700,00 руб. уже принят в" in browser.text()
+    assert "Да, я хочу заплатить еще раз" in browser.text()
+    warning = browser.find(".warning")[0].location["y"]
+    assert warning < browser.find("button[type=submit]")[0].location["y"]
+    browser.shoot("13-paid-recently")
+    # One careless click does not pay: the tick is required (and checked by the server).
+    browser.driver.find_element(By.XPATH, "//button[normalize-space()='Заплатить']").click()
+    assert browser.driver.execute_script(
+        "return document.querySelector('input[name=again]').validity.valueMissing")
+    assert browser.driver.current_url == confirm_url
+    browser.find("input[name=again]")[0].click()
+    browser.submit("Заплатить")
+    assert browser.driver.current_url.startswith(browser.server.url + "/sandbox/chronopay/?")
 
 
 def test_waiting_page_turns_into_accepted_without_javascript_when_callback_is_late(
