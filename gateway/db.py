@@ -103,6 +103,12 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 CREATE INDEX IF NOT EXISTS attempts_event ON attempts (event_id, id);
 
+-- The sandbox ChronoPay's paid order_ids: with payment uniqueness control it pays one once.
+CREATE TABLE IF NOT EXISTS sandbox_paid (
+    order_id    TEXT PRIMARY KEY,
+    paid_at     REAL NOT NULL
+);
+
 -- The sandbox billing's ledger: one credit per webhook-id.
 CREATE TABLE IF NOT EXISTS sandbox_ledger (
     webhook_id  TEXT PRIMARY KEY,
@@ -426,3 +432,10 @@ class Tx:
         return self._one(
             "SELECT order_id, amount, paid_at FROM orders WHERE account = ? AND paid_at >= ?"
             " AND status = 'paid' ORDER BY paid_at DESC LIMIT 1", account, since)
+
+    def sandbox_paid(self, order_id):
+        return self._one("SELECT * FROM sandbox_paid WHERE order_id = ?", order_id)
+
+    def record_sandbox_paid(self, order_id, now):
+        self.conn.execute("INSERT INTO sandbox_paid (order_id, paid_at) VALUES (?, ?)"
+                          " ON CONFLICT (order_id) DO NOTHING", (order_id, now))
