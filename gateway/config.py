@@ -16,6 +16,8 @@ DEFAULTS = {
     "CABINET_URL": None,
     "LINK_MAX_AGE": 1800,
     "LINK_MAX_ORDERS": 5,
+    "ORDER_REF_MAX_AGE": 2592000,
+    "RECENT_PAYMENT_WARNING": 3600,
     "CHRONOPAY_URL": "https://payments.chronopay.com/",
     "CHRONOPAY_PRODUCT_ID": None,
     "CHRONOPAY_SHARED_SECRET": None,

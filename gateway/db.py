@@ -37,7 +37,9 @@ CREATE TABLE IF NOT EXISTS orders (
 CREATE INDEX IF NOT EXISTS orders_login ON orders (login, created_at);
 CREATE INDEX IF NOT EXISTS orders_created ON orders (created_at);
 CREATE INDEX IF NOT EXISTS orders_status ON orders (status, created_at);
+-- LINK_MAX_ORDERS counts a link's orders, the confirmation page looks for a recent payment.
 CREATE INDEX IF NOT EXISTS orders_link ON orders (link_id) WHERE link_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS orders_account_paid ON orders (account, paid_at);
 
 CREATE TABLE IF NOT EXISTS transactions (
     transaction_id   TEXT NOT NULL,
@@ -113,6 +115,12 @@ CREATE TABLE IF NOT EXISTS attempts (
     error       TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_event ON attempts (event_id, id);
+
+-- The sandbox ChronoPay's paid order_ids: with payment uniqueness control it pays one once.
+CREATE TABLE IF NOT EXISTS sandbox_paid (
+    order_id    TEXT PRIMARY KEY,
+    paid_at     REAL NOT NULL
+);
 
 -- The sandbox billing's ledger: one credit per webhook-id.
 CREATE TABLE IF NOT EXISTS sandbox_ledger (
@@ -552,3 +560,18 @@ class Tx:
 
     def stranger_hours(self, limit=1000):
         return self._all("SELECT * FROM stranger_hours ORDER BY hour DESC LIMIT ?", limit)
+
+    # the subscriber's pages (appended)
+
+    def recent_paid_order(self, account, since):
+        """The account's latest order paid at or after since, or None."""
+        return self._one(
+            "SELECT order_id, amount, paid_at FROM orders WHERE account = ? AND paid_at >= ?"
+            " AND status = 'paid' ORDER BY paid_at DESC LIMIT 1", account, since)
+
+    def sandbox_paid(self, order_id):
+        return self._one("SELECT * FROM sandbox_paid WHERE order_id = ?", order_id)
+
+    def record_sandbox_paid(self, order_id, now):
+        self.conn.execute("INSERT INTO sandbox_paid (order_id, paid_at) VALUES (?, ?)"
+                          " ON CONFLICT (order_id) DO NOTHING", (order_id, now))

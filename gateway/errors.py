@@ -31,13 +31,23 @@ class LinkExpired(GatewayError):
     advice = "Вернитесь в личный кабинет и нажмите «Новый платеж» еще раз."
 
 
-class LinkUsedUp(GatewayError):
-    """One cabinet link has made LINK_MAX_ORDERS orders already."""
+class LinkExhausted(GatewayError):
+    """One cabinet link has already created LINK_MAX_ORDERS orders."""
 
     status = 429
-    title = "Ссылка уже использована"
-    message = "По этой ссылке уже создано несколько платежей."
-    advice = "Начните платеж заново из личного кабинета: нажмите «Новый платеж» еще раз."
+    title = "Слишком много платежей по одной ссылке"
+    message = "По этой ссылке уже создано слишком много платежей."
+    advice = "Начните платеж заново из личного кабинета."
+
+
+class OrderRefExpired(GatewayError):
+    """A return page's order reference is older than ORDER_REF_MAX_AGE."""
+
+    status = 410
+    title = "Ссылка устарела"
+    message = "Срок действия этой ссылки на результат платежа истек."
+    advice = ("Проверьте баланс в личном кабинете: если платеж был совершен, деньги зачислены "
+              "на счет в любом случае.")
 
 
 class OrderNotFound(GatewayError):

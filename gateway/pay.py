@@ -1,19 +1,24 @@
 """The subscriber's pages: amount, confirmation, hand-off to ChronoPay, and the result."""
 
 import secrets
+from datetime import datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, StringField
+from wtforms import BooleanField, HiddenField, StringField
 from wtforms.validators import ValidationError
 
 from . import chronopay, csrf, payments
-from .errors import AmountError, LinkExpired, OrderNotFound
+from .errors import AmountError, LinkExpired, OrderNotFound, OrderRefExpired
 from .money import format_human, format_wire, parse_typed, parse_wire
-from .signing import check_expiry, verify_link
+from .signing import verify_link
 
 bp = Blueprint("pay", __name__, url_prefix="/pay")
+
+# The time of day on the «already paid» warning: the subscribers' (and billing's) zone.
+MOSCOW = ZoneInfo("Europe/Moscow")
 
 
 class AmountForm(FlaskForm):
@@ -34,6 +39,7 @@ class ConfirmForm(FlaskForm):
     """«Заплатить»: everything it needs travels in one signed token."""
 
     token = HiddenField()
+    again = BooleanField("Да, я хочу заплатить еще раз")
 
 
 def ext(name):
@@ -50,6 +56,7 @@ def start():
     cfg = current_app.config
     link = verify_link(request.args.to_dict(flat=False), cfg["CABINET_SECRET"], now(),
                        cfg["LINK_MAX_AGE"])
+    # What every later token of this link carries: who, until when, and which link.
     origin = {"l": link.login, "a": link.account, "e": link.expires, "k": link.link_id}
     if link.amount is None:
         return render_amount(origin, AmountForm(formdata=None))
@@ -66,10 +73,10 @@ def start():
 def amount():
     """Take the typed amount and show the confirmation, or the form again with the error."""
     form = AmountForm()
-    origin = page_token("ticket", form.ticket.data)
+    ticket = load_within_link("ticket", form.ticket.data)
     if not form.validate_on_submit():
-        return render_amount(origin, form), 422
-    return render_confirm(origin, form.amount.parsed)
+        return render_amount(ticket, form), 422
+    return render_confirm(ticket, form.amount.parsed)
 
 
 @bp.post("/confirm")
@@ -78,9 +85,17 @@ def confirm():
     # CSRFProtect has checked the CSRF token before this view runs; the form is only read
     # here, so it need not make a fresh token (simpler; no measurable speed-up, bench/ab.py).
     form = ConfirmForm(meta={"csrf": False})
-    data = page_token("confirm", form.token.data)
+    data = load_within_link("confirm", form.token.data)
+    store = ext("store")
+    recent = recent_payment(data["a"])
+    if recent is not None and not form.again.data and store.read().order_by_nonce(
+            data["n"]) is None:
+        # Paying again after a recent payment takes a deliberate tick, checked here and not
+        # only by the browser's `required`.
+        form.again.errors = ["Отметьте «Да, я хочу заплатить еще раз», если это не ошибка."]
+        return confirm_page(form, data, Decimal(data["m"]), recent), 422
     order = payments.create_order(
-        ext("store"), nonce=data["n"], login=data["l"], account=data["a"],
+        store, nonce=data["n"], login=data["l"], account=data["a"],
         amount=Decimal(data["m"]), now=now(), link_id=data["k"],
         max_orders=current_app.config["LINK_MAX_ORDERS"],
     )
@@ -96,7 +111,11 @@ def result(ref, outcome):
     """Show the state the callback set; never change it. POST (ChronoPay's) becomes a GET."""
     if request.method == "POST":
         return redirect(url_for("pay.result", ref=ref, outcome=outcome), 303)
-    order_id = ext("tokens").loads("order", ref, max_age=None)
+    try:
+        order_id = ext("tokens").loads("order", ref,
+                                       max_age=current_app.config["ORDER_REF_MAX_AGE"])
+    except LinkExpired as exc:
+        raise OrderRefExpired("order reference expired") from exc
     order = ext("store").read().order(order_id)
     if order is None:
         raise OrderNotFound(order_id)
@@ -105,19 +124,24 @@ def result(ref, outcome):
                            amount=format_human(Decimal(order["amount"])))
 
 
-def page_token(purpose, token):
-    """A ticket or confirmation token, refused once the link that started it has expired
-    (re-signing a token on every page must not make it outlive the link)."""
+def load_within_link(purpose, token):
+    """A page token's data, refused once the cabinet link that started it has expired."""
     data = ext("tokens").loads(purpose, token)
-    if not isinstance(data, dict) or not {"l", "a", "e", "k"} <= data.keys():
-        raise LinkExpired("token from before links carried their expiry")
-    check_expiry(data["e"], now())
+    if "e" not in data or "k" not in data:
+        # A token made before tokens carried their link's lifetime: it cannot be bounded.
+        raise LinkExpired("token without link lifetime")
+    if data["e"] < now():
+        raise LinkExpired("link expired")
     return data
 
 
+def origin_of(data):
+    """The link's part of a token: login, account, expiry and link id (not re-timed)."""
+    return {key: data[key] for key in ("l", "a", "e", "k")}
+
+
 def render_amount(origin, form):
-    """«Сумма»; origin is who pays and the link's expiry and id, carried in the ticket."""
-    form.ticket.data = ext("tokens").dumps("ticket", origin)
+    form.ticket.data = ext("tokens").dumps("ticket", origin_of(origin))
     cfg = current_app.config
     return render_template("pay/amount.html", form=form, login=origin["l"],
                            account=origin["a"], minimum=format_human(cfg["AMOUNT_MIN"]),
@@ -126,10 +150,25 @@ def render_amount(origin, form):
 
 def render_confirm(origin, amount):
     form = ConfirmForm(formdata=None)
-    form.token.data = ext("tokens").dumps("confirm", dict(
-        origin, m=format_wire(amount), n=secrets.token_urlsafe(16)))
-    return render_template("pay/confirm.html", form=form, login=origin["l"],
-                           account=origin["a"], amount=format_human(amount))
+    data = dict(origin_of(origin), m=format_wire(amount), n=secrets.token_urlsafe(16))
+    form.token.data = ext("tokens").dumps("confirm", data)
+    return confirm_page(form, data, amount, recent_payment(origin["a"]))
+
+
+def confirm_page(form, data, amount, recent):
+    """The confirmation; with the «already paid» warning when the account paid recently."""
+    warning = None
+    if recent is not None:
+        when = datetime.fromtimestamp(recent["paid_at"], MOSCOW).strftime("%H:%M")
+        warning = f"Платеж на {format_human(Decimal(recent['amount']))} руб. уже принят в {when}."
+    return render_template("pay/confirm.html", form=form, login=data["l"], account=data["a"],
+                           amount=format_human(amount), warning=warning)
+
+
+def recent_payment(account):
+    """The account's latest order paid within RECENT_PAYMENT_WARNING seconds, or None."""
+    since = now() - current_app.config["RECENT_PAYMENT_WARNING"]
+    return ext("store").read().recent_paid_order(account, since)
 
 
 def result_url(order, outcome):

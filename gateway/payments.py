@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from . import billing, chronopay
 from .billing import iso
-from .errors import AmountError, LinkUsedUp
+from .errors import AmountError, LinkExhausted
 from .faults import crash_point
 from .money import format_wire, parse_wire
 from .states import CLEAN_VERDICTS, REVERSALS, UNPAID
@@ -50,7 +50,7 @@ def create_order(store, *, nonce, login, account, amount, now, link_id=None,
         order = tx.order_by_nonce(nonce)
         if order is None:
             if max_orders is not None and tx.orders_of_link(link_id) >= max_orders:
-                raise LinkUsedUp(link_id)
+                raise LinkExhausted(link_id)
             tx.insert_order({
                 "order_id": new_order_id(now), "nonce": nonce, "login": login,
                 "account": account, "amount": format_wire(amount), "created_at": now,
@@ -376,3 +376,4 @@ def sample_stranger(store, now, remote_addr, body, fields, cap):
         log.error("callback forbidden_ip: CALLBACK_SAMPLE_CAP (%d) reached this hour; further"
                   " strangers' callbacks are only counted (stranger_hours)", cap)
     return sampled
+

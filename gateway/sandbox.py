@@ -52,7 +52,7 @@ def _handoffs():
 def chronopay_page():
     """ChronoPay's hosted page: refuse a badly signed hand-off, as the real one does."""
     fields = {name: request.args.get(name, "") for name in request.args}
-    problem = handoff_problem(fields, current_app.config)
+    problem = handoff_problem(fields, current_app.config) or already_paid(fields)
     if problem:
         return render_template("sandbox/chronopay_error.html", problem=problem), 400
     form = CardForm(formdata=None, country="RUS")
@@ -80,6 +80,15 @@ def handoff_problem(fields, cfg):
     return None
 
 
+def already_paid(fields):
+    """With payment uniqueness control (order_id signed), ChronoPay pays an order_id once."""
+    if not current_app.config["CHRONOPAY_SIGN_ORDER_ID"]:
+        return None
+    if current_app.extensions["store"].read().sandbox_paid(fields["order_id"]) is None:
+        return None
+    return f"Заказ {fields['order_id']} уже оплачен. Повторная оплата заказа невозможна."
+
+
 @bp.post("/chronopay/pay")
 def chronopay_pay():
     """Pay or decline by the test card; a payment is called back before the browser returns."""
@@ -88,36 +97,43 @@ def chronopay_pay():
         fields = _handoffs().loads(form.handoff.data or "")
     except BadSignature as exc:
         raise LinkInvalid("sandbox hand-off") from exc
+    problem = already_paid(fields)
+    if problem:
+        return render_template("sandbox/chronopay_error.html", problem=problem), 409
     card = "".join((form.card.data or "").split())
-    if card == DECLINED_CARD:
-        return redirect(fields["decline_url"], 303)
-    if card != PAYING_CARD:
+    if card not in (PAYING_CARD, DECLINED_CARD):
         form.card.errors = ["Используйте тестовую карту 4111 1111 1111 1111 или "
                             "4000 0000 0000 0002."]
         return render_template("sandbox/chronopay.html", form=form, fields=fields,
                                amount=format_human(Decimal(fields["product_price"]))), 422
+    paid = card == PAYING_CARD
+    if paid:
+        with current_app.extensions["store"].write() as tx:
+            tx.record_sandbox_paid(fields["order_id"], time.time())
     callback = purchase_callback(fields, form.email.data or "", card,
-                                 current_app.config["CHRONOPAY_SHARED_SECRET"])
+                                 current_app.config["CHRONOPAY_SHARED_SECRET"],
+                                 "Purchase" if paid else "decline")
     try:
         HttpClient(timeout=10).post(fields["cb_url"], data=callback)
     except TransportError:
         current_app.logger.warning("sandbox: callback to the gateway failed")
-    return redirect(fields["success_url"], 303)
+    return redirect(fields["success_url" if paid else "decline_url"], 303)
 
 
-def purchase_callback(fields, email, card, secret):
-    """The form ChronoPay posts to cb_url for a paid order, signed its way."""
+def purchase_callback(fields, email, card, secret, transaction_type="Purchase"):
+    """The form ChronoPay posts to cb_url for a paid (or declined) order, signed its way."""
     customer_id = "sbx" + secrets.token_hex(4)
     transaction_id = str(secrets.randbelow(10**12))
     total = fields["product_price"]
     return {
-        "transaction_type": "Purchase", "transaction_id": transaction_id,
+        "transaction_type": transaction_type, "transaction_id": transaction_id,
         "customer_id": customer_id, "total": total, "currency": "RUB",
         "order_id": fields["order_id"], "product_id": fields["product_id"], "site_id": "sbx",
         "email": email, "country": "RUS", "language": "ru", "payment_type": "1",
         "creditcardnumber": card[:6] + "XXXXXX" + card[-4:],
         "date": time.strftime("%m/%d/%Y"), "time": time.strftime("%H:%M:%S"),
-        "sign": chronopay.callback_sign(secret, customer_id, transaction_id, "Purchase", total),
+        "sign": chronopay.callback_sign(secret, customer_id, transaction_id, transaction_type,
+                                        total),
     }
 
 
@@ -125,19 +141,26 @@ def purchase_callback(fields, email, card, secret):
 def cabinet():
     """The provider's cabinet of the demo subscriber: «Платежи → ChronoPay»."""
     form = CabinetForm()
+    status = 200
     if form.validate_on_submit():
-        return redirect(cabinet_link(form.amount.data), 303)
+        cfg = current_app.config
+        typed = (form.amount.data or "").strip()
+        try:
+            # The gateway's own rule and words, so the typed text stays and the message is clear.
+            amount = format_wire(parse_typed(typed, cfg["AMOUNT_MIN"], cfg["AMOUNT_MAX"])
+                                 ) if typed else None  # nothing typed: the gateway asks
+        except AmountError as exc:
+            form.amount.errors = [exc.message]
+            status = 422
+        else:
+            return redirect(cabinet_link(amount), 303)
     return render_template("sandbox/cabinet.html", form=form, subscriber=SUBSCRIBER,
-                           balance=format_human(balance(current_app.extensions["store"])))
+                           balance=format_human(balance(current_app.extensions["store"]))), status
 
 
-def cabinet_link(typed):
-    """The signed link the cabinet sends the subscriber to, as the real cabinet would."""
+def cabinet_link(amount):
+    """The signed link (amount "1000.00" or None) the cabinet sends the subscriber to."""
     cfg = current_app.config
-    try:
-        amount = format_wire(parse_typed(typed, Decimal("0.01"), Decimal("99999999")))
-    except AmountError:
-        amount = (typed or "").strip()[:32] or None  # let the gateway explain the mistake
     expires = int(current_app.extensions["clock"]()) + min(900, cfg["LINK_MAX_AGE"])
     query = make_link(cfg["CABINET_SECRET"], SUBSCRIBER["login"], SUBSCRIBER["account"],
                       amount, expires)

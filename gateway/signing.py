@@ -18,15 +18,19 @@ LINK_FIELDS = ("login", "account", "amount", "expires", "sig")
 
 @dataclass(frozen=True)
 class Link:
-    """What a verified cabinet link says; amount is the raw string, or None. `expires` and
-    `link_id` travel on in our page tokens: no page outlives its link, and one link makes at
-    most LINK_MAX_ORDERS orders."""
+    """What a verified cabinet link says; amount is the raw string, or None."""
 
     login: str
     account: str
     amount: str | None
+    # Not compared: two Links are the same request whatever their lifetime or id.
     expires: int = field(default=0, compare=False)
     link_id: str = field(default="", compare=False)
+
+
+def link_id(sig):
+    """A short id of one link, from its signature: its orders are counted by it."""
+    return hashlib.sha256(sig.encode()).hexdigest()[:32]
 
 
 def link_sig(secret, login, account, amount, expires):
@@ -46,7 +50,10 @@ def make_link(secret, login, account, amount, expires):
 
 
 def verify_link(args, secret, now, max_age):
-    """Check a cabinet link's query (a key -> list of values mapping); return the Link."""
+    """Check a cabinet link's query (a key -> list of values mapping); return the Link.
+
+    `now` is the float clock: a link is valid while now <= expires, to the fraction of a second.
+    """
     fields = {}
     for name in LINK_FIELDS:
         values = args.get(name, [])
@@ -68,21 +75,11 @@ def verify_link(args, secret, now, max_age):
     expected = link_sig(secret, login, account, amount, expires)
     if not hmac.compare_digest(expected, sig):
         raise LinkInvalid("signature mismatch")
-    check_expiry(int(expires), now)
+    if int(expires) < now:
+        raise LinkExpired("link expired")
     if int(expires) > now + max_age:
         raise LinkInvalid("link expires too far in the future")
     return Link(login, account, amount, int(expires), link_id(sig))
-
-
-def check_expiry(expires, now):
-    """A link, and every page it opened, is dead once its second `expires` has passed."""
-    if now > expires:
-        raise LinkExpired("link expired")
-
-
-def link_id(sig):
-    """A short name of one link, the same for every page it opens (not a secret)."""
-    return hashlib.sha256(sig.encode()).hexdigest()[:16]
 
 
 class PageTokens:

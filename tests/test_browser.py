@@ -234,6 +234,9 @@ def start_payment(browser, amount):
     browser.type("amount", amount)
     browser.submit("Новый платеж")
     assert browser.heading() == "Платеж в системе ChronoPay" and "Заплатить" in browser.text()
+    again = browser.find("input[name=again]")
+    if again:  # an earlier test paid this account: paying again is meant here
+        again[0].click()
 
 
 def pay_with(browser, card, status=200):
@@ -302,6 +305,32 @@ def test_declined_card_says_the_payment_failed_and_leads_back(browser):
     assert "Абонент dem001" in browser.heading()
 
 
+def test_back_reload_after_paying_warns_before_paying_again(browser):
+    start_payment(browser, "700")
+    browser.submit("Заплатить")
+    pay_with(browser, "4111 1111 1111 1111")
+    assert browser.heading() == "Платеж принят"
+    browser.driver.back()  # the simulated ChronoPay page
+    browser.driver.back()  # the confirmation page of the link
+    browser.driver.refresh()
+    browser.check()
+    confirm_url = browser.driver.current_url
+    assert confirm_url.startswith(browser.server.url + "/pay?")
+    assert "Платеж на 700,00 руб. уже принят в" in browser.text()
+    assert "Да, я хочу заплатить еще раз" in browser.text()
+    warning = browser.find(".warning")[0].location["y"]
+    assert warning < browser.find("button[type=submit]")[0].location["y"]
+    browser.shoot("13-paid-recently")
+    # One careless click does not pay: the tick is required (and checked by the server).
+    browser.driver.find_element(By.XPATH, "//button[normalize-space()='Заплатить']").click()
+    assert browser.driver.execute_script(
+        "return document.querySelector('input[name=again]').validity.valueMissing")
+    assert browser.driver.current_url == confirm_url
+    browser.find("input[name=again]")[0].click()
+    browser.submit("Заплатить")
+    assert browser.driver.current_url.startswith(browser.server.url + "/sandbox/chronopay/?")
+
+
 def test_waiting_page_turns_into_accepted_without_javascript_when_callback_is_late(
         browser_without_js):
     browser = browser_without_js
@@ -346,3 +375,45 @@ def test_error_page_says_what_happened_and_leads_back(browser, name, path, statu
     browser.shoot(name)
     browser.follow("Вернуться в личный кабинет")
     assert "Абонент dem001" in browser.heading()
+
+
+# Words of the sandbox billing's table cut across lines: a range over one word that yields
+# more than one line box (or any cell wider than its table).
+CUT_WORDS = """
+const cut = [];
+for (const cell of document.querySelectorAll('table.params td, table.params th')) {
+  const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+  for (let node; (node = walker.nextNode());) {
+    for (const match of node.textContent.matchAll(/\\S+/g)) {
+      const range = document.createRange();
+      range.setStart(node, match.index);
+      range.setEnd(node, match.index + match[0].length);
+      const lines = new Set([...range.getClientRects()].map(rect => Math.round(rect.top)));
+      if (lines.size > 1) cut.push(match[0]);
+    }
+  }
+}
+return cut;
+"""
+
+
+def test_sandbox_billing_keeps_words_whole_and_the_way_back_by_the_card(browser):
+    start_payment(browser, "200")
+    browser.submit("Заплатить")
+    pay_with(browser, "4111 1111 1111 1111")
+    # Not browser.open: the sandbox billing is an operator's page, not held to the phone rules.
+    browser.driver.get(browser.server.url + "/sandbox/billing/")
+    browser.wait_until(lambda: browser.find("table.params td"), "no sandbox billing page")
+    assert browser.find("table.params td"), "no events in the sandbox billing table"
+    for width in (PHONE, DESKTOP):
+        browser.resize(width, 800)
+        assert browser.driver.execute_script(CUT_WORDS) == [], width
+        assert not browser.driver.execute_script(
+            "return document.documentElement.scrollWidth > window.innerWidth"), width
+    browser.resize(DESKTOP, 1400)  # a window much taller than the card
+    browser.open(cabinet_link(time.time() + 600))  # the amount page
+    card = browser.find(".card")[0].rect
+    back = browser.find("footer.bottom a")[0].rect
+    assert browser.find("footer.bottom a")[0].text == "Вернуться в личный кабинет"
+    assert back["y"] - (card["y"] + card["height"]) < 100, "the way back is far below the card"
+    browser.resize(PHONE, 800)

@@ -291,3 +291,120 @@ def test_one_link_makes_at_most_link_max_orders_orders(client, app, store):
     assert "Начните платеж заново из личного кабинета" in text
     # Another link (another «Новый платеж» in the cabinet) works.
     assert client.post("/pay/confirm", data=confirm_page(client, app)).status_code == 303
+
+
+# The cabinet link's lifetime (issue 10) and the return pages' (issue 11).
+
+def test_retyping_a_bad_amount_does_not_outlive_the_link(client, app, clock):
+    page = client.get(link(app, amount=None)).get_data(as_text=True)  # link expires in 600 s
+    for _ in range(3):  # each re-render used to sign a fresh ticket, renewing it for ever
+        clock.advance(250)
+        response = client.post("/pay/amount", data={
+            "csrf_token": hidden(page, "csrf_token"), "ticket": hidden(page, "ticket"),
+            "amount": "abc"})
+        if response.status_code != 422:
+            break
+        page = response.get_data(as_text=True)
+    assert response.status_code == 410
+    assert "Срок действия ссылки" in response.get_data(as_text=True)
+
+
+def test_confirmation_token_does_not_outlive_the_link(client, app, store, clock):
+    page = client.get(link(app, amount="1000.00", expires=int(clock() + 60))).get_data(
+        as_text=True)
+    clock.advance(61)  # within LINK_MAX_AGE of the token, past the link's own expiry
+    response = client.post("/pay/confirm", data={
+        "csrf_token": hidden(page, "csrf_token"), "token": hidden(page, "token")})
+    assert response.status_code == 410 and store.read().count("orders") == 0
+
+
+def test_link_is_expired_the_moment_after_expires(client, app, clock):
+    url = link(app, expires=int(clock() + 10))
+    clock.advance(10)
+    assert client.get(url).status_code == 200
+    clock.advance(0.5)  # int(now) still equals expires: it used to be accepted
+    assert client.get(url).status_code == 410
+
+
+def test_one_link_creates_at_most_link_max_orders(client, app, store):
+    assert app.config["LINK_MAX_ORDERS"] == 5
+    url = link(app, amount="1000.00")
+
+    def confirm():
+        page = client.get(url).get_data(as_text=True)
+        return client.post("/pay/confirm", data={
+            "csrf_token": hidden(page, "csrf_token"), "token": hidden(page, "token")})
+
+    for _ in range(5):
+        assert confirm().status_code == 303
+    refused = confirm()
+    assert refused.status_code == 429
+    assert "Начните платеж заново из личного кабинета" in refused.get_data(as_text=True)
+    assert store.read().count("orders") == 5
+    another_link = confirm_page(client, app, "999.00")
+    assert client.post("/pay/confirm", data=another_link).status_code == 303
+
+
+def test_return_page_reference_expires_with_advice(client, app, clock):
+    query = hand_off(client, app)
+    path = result_path(query["success_url"])
+    clock.advance(app.config["ORDER_REF_MAX_AGE"])
+    assert client.get(path).status_code == 200
+    clock.advance(1)
+    response = client.get(path)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 410
+    assert "Проверьте баланс в личном кабинете" in page and "зачислены" in page
+
+
+# Paying twice by accident (issue 12).
+
+def paid_order(client, app, clock):
+    query = hand_off(client, app, "1000.00")
+    send_callback(client, callback_fields(app, query))
+    return query
+
+
+def test_confirmation_warns_of_a_recent_payment_and_needs_a_tick(client, app, store, clock):
+    paid_order(client, app, clock)  # paid at NOW = 03:20 UTC, 06:20 in Moscow
+    clock.advance(600)
+    page = client.get(link(app, amount="500.00")).get_data(as_text=True).replace(
+        "&nbsp;", "\u00a0")
+    assert "Платеж на 1\u00a0000,00 руб. уже принят в 06:20" in page
+    assert page.index("уже принят") < page.index("Заплатить</button>")
+    assert 'name="again"' in page and "required" in page
+    fields = {"csrf_token": hidden(page, "csrf_token"), "token": hidden(page, "token")}
+    careless = client.post("/pay/confirm", data=fields)
+    assert careless.status_code == 422 and store.read().count("orders") == 1
+    assert "Да, я хочу заплатить еще раз" in careless.get_data(as_text=True)
+    meant = client.post("/pay/confirm", data=dict(fields, again="y"))
+    assert meant.status_code == 303 and store.read().count("orders") == 2
+
+
+def test_no_warning_after_recent_payment_warning_seconds(client, app, clock):
+    paid_order(client, app, clock)
+    clock.advance(app.config["RECENT_PAYMENT_WARNING"] + 1)
+    page = client.get(link(app, amount="500.00")).get_data(as_text=True)
+    assert "уже принят" not in page and 'name="again"' not in page
+
+
+def test_upgrade_adds_link_id_to_an_earlier_database(tmp_path):
+    import sqlite3
+
+    from gateway.db import Store
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:  # the orders table as the previous version made it
+        conn.execute(
+            "CREATE TABLE orders (order_id TEXT PRIMARY KEY, nonce TEXT NOT NULL UNIQUE,"
+            " login TEXT NOT NULL, account TEXT NOT NULL, amount TEXT NOT NULL,"
+            " status TEXT NOT NULL, review TEXT, created_at REAL NOT NULL,"
+            " updated_at REAL NOT NULL, paid_at REAL, transaction_id TEXT)")
+    conn.close()
+    store = Store(f"sqlite:///{path}")
+    store.init_schema()
+    with store.write() as tx:
+        assert tx.orders_of_link("k") == 0
+        columns = {row[1] for row in tx.conn.execute("PRAGMA table_info(orders)")}
+    store.close()
+    assert "link_id" in columns

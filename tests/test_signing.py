@@ -122,3 +122,17 @@ def test_page_tokens_are_bound_to_their_purpose_and_lifetime():
     assert tokens.loads("ticket", token, max_age=None) == {"l": "dem001"}
     with pytest.raises(LinkInvalid):
         tokens.loads("ticket", token[:-2])
+
+
+def test_expires_is_compared_with_the_float_clock():
+    query = make_link(SECRET, "dem001", "6", None, NOW)
+    assert verify_link(args(query), SECRET, NOW + 0.0, 1800)
+    with pytest.raises(LinkExpired):  # pay.start used to pass int(now), accepting this
+        verify_link(args(query), SECRET, NOW + 0.5, 1800)
+
+
+def test_link_carries_its_expiry_and_an_id_of_its_signature():
+    one = verify_link(args(make_link(SECRET, "dem001", "6", None, NOW + 60)), SECRET, NOW, 1800)
+    other = verify_link(args(make_link(SECRET, "dem001", "6", None, NOW + 61)), SECRET, NOW,
+                        1800)
+    assert one.expires == NOW + 60 and one.link_id and one.link_id != other.link_id
