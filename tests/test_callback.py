@@ -432,3 +432,28 @@ def test_a_partial_refund_before_its_purchase_applies_with_it(client, app, store
     assert (order["status"], order["refunded"]) == ("paid", "250.00")
     assert [d["type"] for d in event_data(store, query["order_id"])] == [
         "payment.succeeded", "payment.refunded"]
+
+
+def test_a_callback_answered_503_is_logged_with_its_order_and_transaction(config, caplog):
+    # The database is locked by another process past the busy budget: nothing is recorded,
+    # ChronoPay gets 503 and re-sends; ops can tell which payment waits for that.
+    import sqlite3
+
+    from gateway import create_app
+
+    app = create_app(dict(config, DB_BUSY_TIMEOUT=0.05))
+    client = app.test_client()
+    query = hand_off(client, app)
+    holder = sqlite3.connect(app.extensions["store"].path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        response = send_callback(client, callback_fields(app, query))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert response.status_code == 503
+    assert response.headers["Content-Type"].startswith("text/plain")
+    lines = [r.getMessage() for r in caplog.records if "answered 503" in r.getMessage()]
+    assert len(lines) == 1 and query["order_id"] in lines[0] and "70001" in lines[0]
+    assert app.extensions["store"].read().order(query["order_id"])["status"] == "pending"
+    app.extensions["store"].close()
