@@ -174,14 +174,15 @@ def test_a_leased_event_is_not_claimed_by_another_worker(client, app, store, del
     pay_order(client, app)
     now = clock()
     with store.write() as tx:
-        assert tx.claim_events(now, "worker-a", now + deliverer.lease, 10)
+        assert tx.claim_events(now, "worker-a", now + deliverer.lease, 10, deliverer.boot,
+                               clock.monotonic(), clock.monotonic() + deliverer.lease)
     other = Deliverer(store, FakeBilling(), url="x", keys=deliverer.keys, clock=clock,
-                      retry_base=10, timeout=10)
+                      retry_base=10, timeout=10, monotonic=clock.monotonic)
     assert other.run_batch() == {}
     clock.advance(deliverer.lease)  # worker-a died: its lease runs out
     assert list(other.run_batch().values()) == ["delivered"]
     with store.write() as tx:  # worker-a's late result cannot overwrite the delivery
-        assert not tx.settle_event(events(store)[0]["event_id"], "worker-a", status="dead")
+        assert not tx.settle_event(events(store)[0]["event_id"], "worker-a", 0, status="dead")
     assert events(store)[0]["status"] == "delivered"
 
 
@@ -229,7 +230,7 @@ def test_worker_thread_survives_an_unexpected_error_and_delivers_later(client, a
 
     fake = FakeBilling(ValueError("a bug"), 204)
     deliverer = Deliverer(store, fake, url="x", keys=app.extensions["deliverer"].keys,
-                          clock=clock, retry_base=10, timeout=1)
+                          clock=clock, retry_base=10, timeout=1, monotonic=clock.monotonic)
     pay_order(client, app)
     thread = threading.Thread(target=deliverer.run_forever, kwargs={"poll": 0.01}, daemon=True)
     thread.start()
