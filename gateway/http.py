@@ -131,7 +131,7 @@ class HttpClient:
         """POST and return the Reply within `timeout` seconds in total (connect, send, wait
         and read; name resolution is bounded only by the resolver's own timeout); redirects
         are answers, not hops."""
-        budget = timeout or self.timeout
+        budget = self.timeout if timeout is None else timeout
         if budget <= 0:
             raise Deadline("deadline exceeded before sending")
         watchdog = _local.watchdog = _Watchdog(budget)
