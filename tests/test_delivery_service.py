@@ -58,7 +58,8 @@ def test_two_workers_never_send_one_event_at_once(client, app, clock, slow):
     for thread in threads:
         thread.start()
     try:
-        slow.wait_for(lambda s: sum(s.requests.values()) >= 4, timeout=60)
+        slow.wait_for(lambda s: sum(s.requests.values()) >= 4
+                      or max(s.max_in_flight.values(), default=0) > 1, timeout=60)
     finally:
         stop.set()
         slow.stop()  # ends any trickle still going, so the threads can end
