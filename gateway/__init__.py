@@ -60,6 +60,7 @@ def create_app(test_config=None):
             store, http, url=app.config["BILLING_URL"],
             keys=billing.parse_secrets(app.config["BILLING_SECRET"]), clock=clock,
             retry_base=app.config["BILLING_RETRY_BASE"], timeout=app.config["BILLING_TIMEOUT"],
+            monotonic=app.config.get("MONOTONIC"),  # like CLOCK, for tests only
         )
         # The flask CLI builds the app too; only a serving process runs the worker thread
         # (ops run `flask --app gateway deliver` for a separate one).

@@ -5,6 +5,7 @@ Exit codes: 0 done, 1 nothing matched (unknown order or event), 2 bad usage (cli
 
 import json
 import sys
+import time
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
@@ -13,6 +14,7 @@ from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
 from .billing import iso
+from .delivery import boot_id
 from .errors import AmountError
 from .money import format_wire, parse_wire
 from .signing import ACCOUNT, LOGIN, make_link
@@ -157,30 +159,47 @@ def payments_show(order_id, as_json):
 @events_cli.command("list")
 @click.option("--pending", "status", flag_value="pending")
 @click.option("--dead", "status", flag_value="dead")
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--offset", type=click.IntRange(min=0), default=0)
 @click.option("--json", "as_json", is_flag=True)
-def events_list(status, as_json):
-    """Billing events, newest first."""
-    emit(store().read().events(status=status), ("event_id", "type", "order_id", "status",
-                                                "attempts", "next_attempt_at", "last_error"),
-         as_json)
+def events_list(status, limit, offset, as_json):
+    """Billing events, newest first, a page at a time."""
+    tx = store().read()
+    rows = tx.events(status=status, limit=limit, offset=offset)
+    emit(rows, ("event_id", "type", "order_id", "status", "attempts", "next_attempt_at",
+                "last_error"), as_json)
+    more = tx.count_events(status=status) - offset - len(rows)
+    if more > 0:  # on stderr, so --json output stays one document
+        click.echo(f"… and {more} more (--offset {offset + len(rows)})", err=True)
 
 
 @events_cli.command("retry")
 @click.argument("event_id", required=False)
-@click.option("--dead", "all_dead", is_flag=True, help="Every dead event.")
-def events_retry(event_id, all_dead):
-    """Send an event (or every dead one) again now, with a fresh retry window."""
-    if bool(event_id) == all_dead:
-        raise click.UsageError("give one EVENT or --dead")
+@click.option("--dead", "status", flag_value="dead", help="Every dead event.")
+@click.option("--pending", "status", flag_value="pending",
+              help="Every pending event, due now.")
+def events_retry(event_id, status):
+    """Send an event (or every dead or pending one) again now, with a fresh retry window;
+    an event being sent right now is left to its worker."""
+    if bool(event_id) == bool(status):
+        raise click.UsageError("give one EVENT, --dead or --pending")
     now = current_app.extensions["clock"]()
     window = current_app.config["BILLING_RETRY_FOR"]
+    deliverer = current_app.extensions.get("deliverer")
+    boot, mono = ((deliverer.boot, deliverer.monotonic()) if deliverer is not None
+                  else (boot_id(), time.monotonic()))
     with store().write() as tx:
-        ids = [e["event_id"] for e in tx.events(status="dead")] if all_dead else [event_id]
-        changed = sum(tx.retry_event(i, now, now + window) for i in ids)
-    if "deliverer" in current_app.extensions:
-        current_app.extensions["deliverer"].wake()
-    click.echo(f"{changed} event(s) queued for delivery")
-    sys.exit(0 if changed or all_dead else 1)
+        queued, sending = tx.retry_events(now, now + window, boot, mono, event_id=event_id,
+                                          status=status)
+    if deliverer is not None and queued:
+        deliverer.wake()
+    if event_id and sending:
+        click.echo(f"event {event_id} is being sent to billing right now; its outcome will "
+                   "be recorded, retry it after that if it is not delivered", err=True)
+        sys.exit(1)
+    click.echo(f"{queued} event(s) queued for delivery"
+               + (f"; {sending} being sent right now, left to their worker" if sending else ""))
+    sys.exit(0 if queued or status else 1)
 
 
 @callbacks_cli.command("list")

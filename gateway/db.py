@@ -94,9 +94,18 @@ CREATE TABLE IF NOT EXISTS events (
     lease_until REAL,
     delivered_at REAL,
     last_error  TEXT,
+    -- the event's place among its order's events: they are delivered in this order
+    seq         INTEGER,
+    -- bumped by `events retry`: a worker's settle that read an older generation is refused
+    generation  INTEGER NOT NULL DEFAULT 0,
+    -- the lease holder's boot id and time.monotonic() deadline: a claimer of the same boot
+    -- judges the lease by them (immune to wall-clock steps), any other by lease_until
+    lease_boot  TEXT,
+    lease_mono  REAL,
     transaction_id TEXT  -- the ChronoPay transaction that caused it
 );
 CREATE INDEX IF NOT EXISTS events_due ON events (status, next_attempt_at);
+CREATE UNIQUE INDEX IF NOT EXISTS events_order_seq ON events (order_id, seq);
 -- One event per order and type, but one payment.refunded per refund transaction (partial
 -- refunds are several).
 CREATE UNIQUE INDEX IF NOT EXISTS events_one_type ON events (order_id, type)
@@ -149,6 +158,16 @@ ORDER_COLUMNS = (
 )
 
 
+# An event's lease is still held: judged by the monotonic deadline when the claimer is of the
+# holder's boot (CLOCK_MONOTONIC is shared by one boot's processes), else by the wall clock.
+# Parameters: the caller's boot id, its monotonic time, its wall time.
+LEASE_LIVE = ("lease_owner IS NOT NULL AND CASE WHEN lease_boot = ? THEN lease_mono > ?"
+              " ELSE lease_until > ? END")
+# No earlier event of the same order is undelivered (failed, in backoff, leased or dead).
+FIRST_IN_LINE = ("NOT EXISTS (SELECT 1 FROM events AS earlier WHERE earlier.order_id ="
+                 " e.order_id AND earlier.seq < e.seq AND earlier.status != 'delivered')")
+
+
 def upgrade(conn):
     """Bring a database made by an earlier version up to this one (CREATE TABLE IF NOT EXISTS
     leaves an existing table as it is)."""
@@ -161,13 +180,26 @@ def upgrade(conn):
         conn.execute("UPDATE orders SET refunded = amount WHERE status = 'refunded'")
     # A refunded transition was once unique per order; partial refunds are several.
     conn.execute("DROP INDEX IF EXISTS transactions_one_effect")
-    rebuild_events(conn)
     columns = {row[1] for row in conn.execute("PRAGMA table_info(transactions)")}
     if columns and "signed_text" not in columns:
         conn.execute("ALTER TABLE transactions ADD COLUMN signed_text TEXT")
         backfill_signed_text(conn)
     # callbacks (verdict, id) was written on every callback and used by no query.
     conn.execute("DROP INDEX IF EXISTS callbacks_verdict")
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+    if columns and "seq" not in columns:
+        conn.execute("ALTER TABLE events ADD COLUMN seq INTEGER")
+        # Old events take their order's place by creation, as they were written.
+        conn.execute(
+            "UPDATE events SET seq = ranked.n FROM (SELECT rowid AS rid, row_number() OVER"
+            " (PARTITION BY order_id ORDER BY created_at, rowid) AS n FROM events) AS ranked"
+            " WHERE events.rowid = ranked.rid")
+    for name, kind in (("generation", "INTEGER NOT NULL DEFAULT 0"), ("lease_boot", "TEXT"),
+                       ("lease_mono", "REAL")):
+        if columns and name not in columns:
+            conn.execute(f"ALTER TABLE events ADD COLUMN {name} {kind}")
+    # Last: the outbox's new columns are in place, so the rebuilt table keeps their values.
+    rebuild_events(conn)
 
 
 def rebuild_events(conn):
@@ -292,8 +324,9 @@ class Store:
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         tx.conn.execute(statement)
-                if tx.conn.execute("PRAGMA foreign_key_check").fetchone():
-                    raise sqlite3.IntegrityError("upgrade left rows without their parent")
+                # What a rebuilt events table could orphan: the attempts that refer to it.
+                if tx.conn.execute("PRAGMA foreign_key_check(attempts)").fetchone():
+                    raise sqlite3.IntegrityError("upgrade left attempts without their event")
         finally:
             conn.execute("PRAGMA foreign_keys=ON")
 
@@ -443,10 +476,12 @@ class Tx:
     # the billing outbox
 
     def insert_event(self, event):
+        """Queue an event behind every earlier event of its order."""
         self.conn.execute(
             "INSERT INTO events (event_id, order_id, type, body, status, created_at,"
-            " next_attempt_at, retry_until, transaction_id) VALUES (:event_id, :order_id,"
-            " :type, :body, 'pending', :created_at, :created_at, :retry_until,"
+            " next_attempt_at, retry_until, seq, transaction_id) VALUES (:event_id, :order_id,"
+            " :type, :body, 'pending', :created_at, :created_at, :retry_until, (SELECT"
+            " coalesce(max(seq), 0) + 1 FROM events WHERE order_id = :order_id),"
             " :transaction_id)",
             dict({"transaction_id": None}, **event),
         )
@@ -454,64 +489,94 @@ class Tx:
     def event(self, event_id):
         return self._one("SELECT * FROM events WHERE event_id = ?", event_id)
 
-    def events(self, order_id=None, status=None, limit=1000):
-        sql = "SELECT * FROM events WHERE 1 = 1"
-        args = []
+    @staticmethod
+    def _filter(order_id, status):
+        sql, args = " WHERE 1 = 1", []
         for clause, value in (("order_id = ?", order_id), ("status = ?", status)):
             if value is not None:
                 sql += " AND " + clause
                 args.append(value)
-        return self._all(sql + " ORDER BY created_at DESC LIMIT ?", *args, limit)
+        return sql, args
 
-    def claim_events(self, now, lease_token, lease_until, limit):
-        """Lease up to limit pending events, most overdue first, whose lease (if any) has run
-        out; returns them as leased."""
+    def events(self, order_id=None, status=None, limit=None, offset=0):
+        """Events newest first; all of them unless a limit is given."""
+        where, args = self._filter(order_id, status)
+        return self._all("SELECT * FROM events" + where + " ORDER BY created_at DESC LIMIT ?"
+                         " OFFSET ?", *args, -1 if limit is None else limit,
+                         offset)
+
+    def count_events(self, order_id=None, status=None):
+        where, args = self._filter(order_id, status)
+        return self.conn.execute("SELECT count(*) FROM events" + where, args).fetchone()[0]
+
+    def claim_events(self, now, lease_token, lease_until, limit, boot=None, mono=None,
+                     mono_until=None):
+        """Lease up to limit due pending events, most overdue first, whose lease (if any) has
+        run out and whose order has no earlier event still undelivered; returns them as
+        leased."""
         ids = [row[0] for row in self.conn.execute(
-            "SELECT event_id FROM events WHERE status = 'pending' AND next_attempt_at <= ?"
-            " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at LIMIT ?",
-            (now, now, limit),
+            "SELECT event_id FROM events AS e WHERE status = 'pending' AND next_attempt_at <= ?"
+            f" AND NOT ({LEASE_LIVE}) AND {FIRST_IN_LINE} ORDER BY next_attempt_at,"
+            " created_at, rowid LIMIT ?",
+            (now, boot, mono, now, limit),
         )]
         self.conn.executemany(
-            "UPDATE events SET lease_owner = ?, lease_until = ?, attempts = attempts + 1"
-            " WHERE event_id = ?",
-            [(lease_token, lease_until, event_id) for event_id in ids],
+            "UPDATE events SET lease_owner = ?, lease_until = ?, lease_boot = ?, lease_mono = ?,"
+            " attempts = attempts + 1 WHERE event_id = ?",
+            [(lease_token, lease_until, boot, mono_until, event_id) for event_id in ids],
         )
         return [self.event(event_id) for event_id in ids]
 
     def release_event(self, event_id, lease_token, attempt_id):
         """Give back a leased event that was not attempted after all, as it was before."""
         released = self.conn.execute(
-            "UPDATE events SET lease_owner = NULL, lease_until = NULL, attempts = attempts - 1"
-            " WHERE event_id = ? AND lease_owner = ?",
+            "UPDATE events SET lease_owner = NULL, lease_until = NULL, lease_boot = NULL,"
+            " lease_mono = NULL, attempts = attempts - 1 WHERE event_id = ? AND lease_owner = ?",
             (event_id, lease_token),
         ).rowcount
         if released:
             self.conn.execute("DELETE FROM attempts WHERE id = ?", (attempt_id,))
 
     def next_due(self):
-        """When the earliest pending event is due (ignoring leases), or None."""
+        """When the earliest pending event that is first in its order's line is due (ignoring
+        leases), or None."""
         return self.conn.execute(
-            "SELECT min(max(next_attempt_at, coalesce(lease_until, 0))) FROM events"
-            " WHERE status = 'pending'"
+            "SELECT min(max(next_attempt_at, coalesce(lease_until, 0))) FROM events AS e"
+            f" WHERE status = 'pending' AND {FIRST_IN_LINE}"
         ).fetchone()[0]
 
-    def settle_event(self, event_id, lease_token, **changes):
-        """Record an attempt's end; only the lease holder may. Returns whether it held it."""
+    def settle_event(self, event_id, lease_token, generation, **changes):
+        """Record an attempt's end; only the lease holder of the generation it claimed may
+        (an `events retry` since then wins). Returns whether it held it."""
         sets = ", ".join(f"{name} = :{name}" for name in changes)
         cursor = self.conn.execute(
-            f"UPDATE events SET {sets}, lease_owner = NULL, lease_until = NULL"
-            " WHERE event_id = :event_id AND lease_owner = :lease_token",
-            dict(changes, event_id=event_id, lease_token=lease_token),
+            f"UPDATE events SET {sets}, lease_owner = NULL, lease_until = NULL,"
+            " lease_boot = NULL, lease_mono = NULL WHERE event_id = :event_id AND"
+            " lease_owner = :lease_token AND generation = :generation",
+            dict(changes, event_id=event_id, lease_token=lease_token, generation=generation),
         )
         return cursor.rowcount == 1
 
-    def retry_event(self, event_id, now, retry_until):
-        """Put an event (dead or pending) back in line for an immediate attempt."""
-        return self.conn.execute(
-            "UPDATE events SET status = 'pending', next_attempt_at = ?, retry_until = ?"
-            " WHERE event_id = ? AND status != 'delivered'",
-            (now, retry_until, event_id),
+    def retry_events(self, now, retry_until, boot=None, mono=None, event_id=None,
+                     status=None):
+        """Put events (one, or all dead or pending) back in line for an immediate attempt with
+        a fresh window, except those being sent right now (a live lease); a worker that
+        settles one of them later is refused. Returns (queued, being sent) counts."""
+        where, args = self._filter(None, status)
+        if event_id is not None:
+            where, args = where + " AND event_id = ?", [*args, event_id]
+        where += " AND status != 'delivered'"
+        live = self.conn.execute(
+            f"SELECT count(*) FROM events{where} AND lease_owner IS NOT NULL AND ({LEASE_LIVE})",
+            (*args, boot, mono, now),
+        ).fetchone()[0]
+        queued = self.conn.execute(
+            "UPDATE events SET status = 'pending', next_attempt_at = ?, retry_until = ?,"
+            " generation = generation + 1, lease_owner = NULL, lease_until = NULL,"
+            f" lease_boot = NULL, lease_mono = NULL{where} AND NOT ({LEASE_LIVE})",
+            (now, retry_until, *args, boot, mono, now),
         ).rowcount
+        return queued, live
 
     def insert_attempt(self, attempt):
         return self.conn.execute(

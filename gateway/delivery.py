@@ -2,8 +2,9 @@
 
 Workers in any number of threads or processes claim due events with a lease in one write
 transaction, so no two send the same event at once; a worker that dies simply lets its leases
-run out. The event id and body never change between attempts, so billing de-duplicates on
-`webhook-id` whatever we re-send after a crash.
+run out. An order's events go first-in-first-out: one is claimed only once every earlier event
+of its order is delivered. The event id and body never change between attempts, so billing
+de-duplicates on `webhook-id` whatever we re-send after a crash.
 """
 
 import email.utils
@@ -15,6 +16,7 @@ import secrets
 import socket
 import sqlite3
 import threading
+import time
 
 from . import billing
 from .errors import TransportError
@@ -24,8 +26,19 @@ log = logging.getLogger(__name__)
 MAX_WAIT = 3600.0
 JITTER = 0.2
 BATCH = 50  # events claimed per transaction
-SEND_WINDOW = 2.5  # seconds after its claim in which a batch may start a send (lease slack 5)
+SEND_WINDOW = 2.5  # seconds after its claim in which a batch may start a send
+LEASE_MARGIN = 5.0  # seconds of lease left after the last possible end of a batch's sends
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
 _DELTA_SECONDS = re.compile(r"[0-9]+", re.ASCII)
+
+
+def boot_id(path=BOOT_ID):
+    """This boot's id (processes sharing it share CLOCK_MONOTONIC), or None if unknown."""
+    try:
+        with open(path) as file:
+            return file.read().strip() or None
+    except OSError:
+        return None
 
 
 def backoff(base, attempts, rng=random.random):
@@ -71,13 +84,16 @@ def settle(event, outcome, error, asked, now, base, rng=random.random):
 class Deliverer:
     """Delivers due events from the store to billing over our HttpClient."""
 
-    def __init__(self, store, http, *, url, keys, clock, retry_base, timeout, rng=None):
+    def __init__(self, store, http, *, url, keys, clock, retry_base, timeout, rng=None,
+                 monotonic=None, boot=None):
         self.store, self.http, self.url, self.keys = store, http, url, keys
         self.clock, self.retry_base, self.timeout = clock, retry_base, timeout
         self.rng = rng or random.random
-        # requests' timeout bounds each socket wait, not the whole call: lease generously. A
-        # batch starts its last send within SEND_WINDOW of the claim, so it ends in the lease.
-        self.lease = 2 * timeout + 5
+        self.monotonic = monotonic or time.monotonic
+        self.boot = boot_id() if boot is None else boot
+        # Every send has a total deadline of `timeout` (HttpClient) and starts within
+        # SEND_WINDOW of the claim, so the batch's last send ends LEASE_MARGIN before the lease.
+        self.lease = timeout + SEND_WINDOW + LEASE_MARGIN
         self.name = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -95,64 +111,82 @@ class Deliverer:
         queue behind its timeouts) and starts no send after SEND_WINDOW, so every send ends
         inside the lease; events it did not try go back untouched.
         """
-        now = self.clock()
+        now, claimed = self.clock(), self.monotonic()
         token = f"{self.name}/{secrets.token_hex(4)}"
         with self.store.write() as tx:
             leased = [(event, tx.insert_attempt({"event_id": event["event_id"],
                                                  "worker": self.name, "started_at": now}))
-                      for event in tx.claim_events(now, token, now + self.lease, BATCH)]
+                      for event in tx.claim_events(now, token, now + self.lease, BATCH,
+                                                   self.boot, claimed, claimed + self.lease)]
             if not leased:
                 return {}
             crash_point("delivery.claim")
+        # Every send ends by then, whatever billing does: LEASE_MARGIN before the lease.
+        ends = claimed + self.lease - LEASE_MARGIN
         results = []
         for event, _ in leased:
             if results and (results[-1][1] != "delivered"
-                            or self.clock() - now > SEND_WINDOW):
+                            or self.monotonic() - claimed > SEND_WINDOW):
                 break
             started = self.clock()
-            results.append((started, *self.attempt(event), self.clock()))
+            results.append((started, *self.attempt(event, ends), self.clock()))
             crash_point("delivery.after_post")
-        outcomes, lost, dead = {}, [], []
+        outcomes, lost, failed, dead = {}, [], [], []
         with self.store.write() as tx:
             for (event, attempt_id), result in zip(leased, results, strict=False):
                 started, outcome, status, error, asked, finished = result
                 changes = settle(event, outcome, error, asked, finished, self.retry_base,
                                  self.rng)
                 tx.finish_attempt(attempt_id, started, finished, status, outcome, error)
-                if not tx.settle_event(event["event_id"], token, **changes):
+                if not tx.settle_event(event["event_id"], token, event["generation"],
+                                       **changes):
                     lost.append(event)
                 elif changes.get("status") == "dead":
                     dead.append((event, error))
+                elif outcome != "delivered":
+                    failed.append((event, error, changes["next_attempt_at"]))
                 outcomes[event["event_id"]] = outcome
             for event, attempt_id in leased[len(results):]:  # not tried: give them back
                 tx.release_event(event["event_id"], token, attempt_id)
-        for event in lost:  # said once the outcome is on disk, not before
-            log.warning("event %s: lease lost before the attempt ended", event["event_id"])
+        # Said once the outcome is on disk, not before.
+        for event in lost:
+            log.warning("event %s for order %s: lease lost (retried by ops or expired) before"
+                        " the attempt ended", event["event_id"], event["order_id"])
+        for event, error, due in failed:
+            log.warning("event %s for order %s: attempt %d failed: %s; next attempt at %s",
+                        event["event_id"], event["order_id"], event["attempts"], error,
+                        billing.iso(due))
         for event, error in dead:
             log.error("event %s for order %s is dead after %d attempts: %s",
                       event["event_id"], event["order_id"], event["attempts"], error)
         return outcomes
 
-    def attempt(self, event):
-        """One POST of the event: (outcome, HTTP status, error, wait asked for)."""
+    def attempt(self, event, ends=None):
+        """One POST of the event, over by the monotonic time `ends`: (outcome, HTTP status,
+        error, wait asked for)."""
         now = self.clock()
+        budget = self.timeout if ends is None else min(self.timeout, ends - self.monotonic())
+        if budget <= 0:
+            return "failed", None, "no time left in the lease to send", None
         headers = billing.headers(self.keys, event["event_id"], now, event["body"])
         try:
             reply = self.http.post(self.url, data=event["body"].encode(), headers=headers,
-                                   timeout=self.timeout)
+                                   timeout=budget)
         except TransportError as exc:
             return "failed", None, exc.args[0], None
         outcome, error, asked = classify(reply, now)
         return outcome, reply.status, error, asked
 
     def drain(self):
-        """Attempt every event due now, each once at most; returns the outcomes by event."""
+        """Attempt the events due now, each once at most, until billing refuses one (it is
+        down or struggling: the rest wait for the next round); returns the outcomes by event.
+        """
         outcomes = {}
         while batch := self.run_batch():
             again = outcomes.keys() & batch.keys()
             for event_id, outcome in batch.items():
                 outcomes.setdefault(event_id, outcome)
-            if again:  # due again already (a zero wait): leave it to the next loop
+            if again or any(outcome != "delivered" for outcome in batch.values()):
                 break
         return outcomes
 

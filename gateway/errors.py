@@ -90,12 +90,3 @@ class TransportError(GatewayError):
 
     status = 502
 
-
-class DeliveryError(GatewayError):
-    """Billing did not acknowledge a call; `retry_after` is its hint, if any."""
-
-    def __init__(self, reason, retry_after=None, final=False):
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-        self.final = final

@@ -69,11 +69,20 @@ class Clock:
 
     def __init__(self, now=NOW):
         self.now = now
+        self.mono = 1000.0  # time.monotonic()'s stand-in: moves with advance, not with step
 
     def __call__(self):
         return self.now
 
     def advance(self, seconds):
+        self.now += seconds
+        self.mono += seconds
+
+    def monotonic(self):
+        return self.mono
+
+    def step(self, seconds):
+        """The wall clock jumps (NTP, an operator); monotonic time does not."""
         self.now += seconds
 
 
@@ -88,6 +97,7 @@ def config(tmp_path, clock):
         SECRETS,
         TESTING=True,
         CLOCK=clock,
+        MONOTONIC=clock.monotonic,
         DATABASE_URL=f"sqlite:///{tmp_path}/gateway.sqlite3",
         PUBLIC_URL="https://pay.test",
         CABINET_URL="https://cabinet.test/",

@@ -4,7 +4,7 @@ import json
 import logging
 
 import pytest
-from conftest import callback_fields, hand_off, pay_order, send_callback
+from conftest import NOW, callback_fields, hand_off, pay_order, send_callback
 
 from gateway import billing
 from gateway.delivery import Deliverer, backoff, retry_after
@@ -97,7 +97,7 @@ def test_every_non_2xx_but_410_is_retried(client, app, store, deliverer, clock, 
     assert list(deliverer.drain().values()) == ["failed"]
     [event] = events(store)
     assert event["status"] == "pending" and event["last_error"] == f"HTTP {status}"
-    assert event["next_attempt_at"] == pytest.approx(clock() + 10)
+    assert event["next_attempt_at"] - clock() == pytest.approx(10)
 
 
 def test_410_makes_the_event_dead_with_one_error_line(client, app, store, deliverer, caplog):
@@ -132,7 +132,7 @@ def test_retry_after_is_honoured(client, app, store, deliverer, clock, status):
     use(deliverer, FakeBilling(Reply(status, {"Retry-After": "120"}, "")))
     pay_order(client, app)
     deliverer.drain()
-    assert events(store)[0]["next_attempt_at"] == pytest.approx(clock() + 120)
+    assert events(store)[0]["next_attempt_at"] - clock() == pytest.approx(120)
 
 
 def test_retry_after_as_a_date():
@@ -174,14 +174,15 @@ def test_a_leased_event_is_not_claimed_by_another_worker(client, app, store, del
     pay_order(client, app)
     now = clock()
     with store.write() as tx:
-        assert tx.claim_events(now, "worker-a", now + deliverer.lease, 10)
+        assert tx.claim_events(now, "worker-a", now + deliverer.lease, 10, deliverer.boot,
+                               clock.monotonic(), clock.monotonic() + deliverer.lease)
     other = Deliverer(store, FakeBilling(), url="x", keys=deliverer.keys, clock=clock,
-                      retry_base=10, timeout=10)
+                      retry_base=10, timeout=10, monotonic=clock.monotonic)
     assert other.run_batch() == {}
     clock.advance(deliverer.lease)  # worker-a died: its lease runs out
     assert list(other.run_batch().values()) == ["delivered"]
     with store.write() as tx:  # worker-a's late result cannot overwrite the delivery
-        assert not tx.settle_event(events(store)[0]["event_id"], "worker-a", status="dead")
+        assert not tx.settle_event(events(store)[0]["event_id"], "worker-a", 0, status="dead")
     assert events(store)[0]["status"] == "delivered"
 
 
@@ -229,7 +230,7 @@ def test_worker_thread_survives_an_unexpected_error_and_delivers_later(client, a
 
     fake = FakeBilling(ValueError("a bug"), 204)
     deliverer = Deliverer(store, fake, url="x", keys=app.extensions["deliverer"].keys,
-                          clock=clock, retry_base=10, timeout=1)
+                          clock=clock, retry_base=10, timeout=1, monotonic=clock.monotonic)
     pay_order(client, app)
     thread = threading.Thread(target=deliverer.run_forever, kwargs={"poll": 0.01}, daemon=True)
     thread.start()
@@ -332,3 +333,173 @@ def test_attempt_rows_record_when_each_send_really_started(client, app, store, d
             sorted(events(store), key=lambda e: e["next_attempt_at"])]
     assert [(r["started_at"] - start, r["finished_at"] - start) for r in rows] == [
         (0, 1), (1, 2)]
+
+
+def sent_types(fake):
+    return [json.loads(call["body"])["type"] for call in fake.calls]
+
+
+def refund(client, app, query, transaction_id="80001"):
+    response = send_callback(client, callback_fields(app, query, transaction_id, "Refund"))
+    assert response.status_code == 200
+
+
+def test_a_refund_is_not_sent_while_its_payment_is_in_backoff(client, app, store, deliverer,
+                                                             clock):
+    fake = use(deliverer, FakeBilling(500))
+    query = pay_order(client, app)
+    refund(client, app, query)
+    deliverer.drain()
+    assert deliverer.drain() == {}  # the payment waits 10 s; its refund waits behind it
+    assert sent_types(fake) == ["payment.succeeded"]
+    clock.advance(10)
+    assert list(deliverer.drain().values()) == ["delivered", "delivered"]
+    assert sent_types(fake) == ["payment.succeeded", "payment.succeeded", "payment.refunded"]
+
+
+def test_a_refund_is_not_sent_while_its_payment_is_dead_or_leased(client, app, store,
+                                                                  deliverer, clock, runner):
+    fake = use(deliverer, FakeBilling(410))
+    query = pay_order(client, app)
+    refund(client, app, query)
+    deliverer.drain()
+    clock.advance(3600)
+    assert deliverer.drain() == {} and sent_types(fake) == ["payment.succeeded"]
+    assert store.read().next_due() is None  # nothing the worker could send: it sleeps
+    [succeeded] = events(store, status="dead")
+    assert runner.invoke(args=["events", "retry", succeeded["event_id"]]).exit_code == 0
+    now = clock()
+    with store.write() as tx:  # another worker holds the payment's lease
+        assert [e["event_id"] for e in tx.claim_events(now, "worker-a", now + 60, 10)] == [
+            succeeded["event_id"]]
+    assert deliverer.drain() == {} and sent_types(fake) == ["payment.succeeded"]
+
+
+def test_one_orders_failing_event_does_not_hold_up_another_order(client, app, store,
+                                                                 deliverer, clock):
+    fake = use(deliverer, FakeBilling(500))
+    first = pay_order(client, app, transaction_id="70001")
+    refund(client, app, first)
+    clock.advance(1)
+    second = pay_order(client, app, transaction_id="70002")
+    deliverer.drain()  # the first order's payment fails; the drain stops there
+    deliverer.drain()
+    orders = [json.loads(call["body"])["data"]["order_id"] for call in fake.calls]
+    assert orders == [first["order_id"], second["order_id"]]
+    assert sent_types(fake) == ["payment.succeeded", "payment.succeeded"]
+
+
+def test_with_billing_down_a_drain_stops_at_the_first_refused_event(client, app, store,
+                                                                   deliverer):
+    fake = use(deliverer, FakeBilling(*[TransportError("ConnectionError")] * 5))
+    pay_orders(client, app, 5)
+    assert list(deliverer.drain().values()) == ["failed"]
+    assert len(fake.calls) == 1
+
+
+def test_every_failed_attempt_is_one_warning_and_a_dead_event_one_error(client, app, store,
+                                                                        deliverer, clock,
+                                                                        caplog):
+    use(deliverer, FakeBilling(500, TransportError("ConnectTimeout"), 410))
+    query = pay_order(client, app)
+    [event] = events(store)
+    lines = []
+    for _ in range(3):
+        caplog.clear()
+        deliverer.drain()
+        lines.append([(r.levelname, r.getMessage()) for r in caplog.records
+                      if r.name == "gateway.delivery"])
+        clock.advance(3600)
+    first, second, third = lines
+    assert first == [("WARNING", f"event {event['event_id']} for order {query['order_id']}:"
+                      f" attempt 1 failed: HTTP 500; next attempt at"
+                      f" {billing.iso(NOW + 10)}")]
+    assert len(second) == 1 and second[0][0] == "WARNING" and "ConnectTimeout" in second[0][1]
+    assert billing.iso(NOW + 3600 + 20) in second[0][1]
+    assert [level for level, _ in third] == ["ERROR"] and "is dead" in third[0][1]
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_retry_after_is_ignored_on_other_statuses(client, app, store, deliverer, clock,
+                                                  status):
+    use(deliverer, FakeBilling(Reply(status, {"Retry-After": "120"}, "")))
+    pay_order(client, app)
+    deliverer.drain()
+    # the difference, not the epoch: approx's relative tolerance on 1.7e9 is half an hour
+    assert events(store)[0]["next_attempt_at"] - clock() == pytest.approx(10)
+
+
+def test_an_event_is_dead_exactly_at_the_end_of_its_window(client, app, store, deliverer,
+                                                           clock):
+    use(deliverer, FakeBilling(*[500] * 200))
+    pay_order(client, app)
+    [event] = events(store)
+    until = event["retry_until"]
+    for _ in range(200):
+        if events(store)[0]["status"] != "pending":
+            break
+        due = events(store)[0]["next_attempt_at"]
+        assert due <= until  # the last wait is cut to the window's end, not an hour past it
+        clock.advance(due - clock())
+        deliverer.drain()
+    [event] = events(store)
+    attempts = store.read().attempts(event["event_id"])
+    assert event["status"] == "dead" and attempts[-1]["finished_at"] == until
+    assert attempts[-2]["finished_at"] < until
+
+
+def test_the_lease_outlasts_every_send_a_batch_may_make(client, app, store, deliverer, clock):
+    from gateway.delivery import LEASE_MARGIN, SEND_WINDOW
+
+    assert deliverer.lease >= deliverer.timeout + SEND_WINDOW + LEASE_MARGIN
+    other = Deliverer(store, FakeBilling(), url="x", keys=deliverer.keys, clock=clock,
+                      retry_base=10, timeout=deliverer.timeout, monotonic=clock.monotonic)
+    seen = {}
+
+    class SlowestBilling(FakeBilling):
+        def post(self, url, **kwargs):
+            seen["budget"] = kwargs["timeout"]
+            # this send started at the end of the window and used its whole deadline
+            clock.advance(SEND_WINDOW + kwargs["timeout"])
+            seen["other"] = other.run_batch()
+            return super().post(url, **kwargs)
+
+    use(deliverer, SlowestBilling())
+    pay_order(client, app)
+    assert list(deliverer.drain().values()) == ["delivered"]
+    assert seen == {"budget": deliverer.timeout, "other": {}}
+    assert other.http.calls == []
+
+
+def test_a_wall_clock_step_does_not_free_a_lease_in_flight(client, app, store, deliverer,
+                                                           clock):
+    same_boot = Deliverer(store, FakeBilling(), url="x", keys=deliverer.keys, clock=clock,
+                          retry_base=10, timeout=10, monotonic=clock.monotonic,
+                          boot=deliverer.boot)
+    seen = {}
+
+    class SteppingBilling(FakeBilling):
+        def post(self, url, **kwargs):
+            clock.step(3600)  # NTP or an operator moves the wall clock an hour on
+            seen["same boot"] = same_boot.run_batch()
+            return super().post(url, **kwargs)
+
+    deliverer.boot = "boot-a"
+    same_boot.boot = "boot-a"
+    use(deliverer, SteppingBilling())
+    pay_order(client, app)
+    assert list(deliverer.drain().values()) == ["delivered"]
+    assert seen == {"same boot": {}} and same_boot.http.calls == []
+
+
+def test_a_claimer_of_another_boot_judges_the_lease_by_the_wall_clock(client, app, store,
+                                                                      deliverer, clock):
+    pay_order(client, app)
+    now, mono = clock(), clock.monotonic()
+    with store.write() as tx:
+        assert tx.claim_events(now, "worker-a", now + 60, 10, "boot-a", mono, mono + 60)
+    other_boot = Deliverer(store, FakeBilling(), url="x", keys=deliverer.keys, clock=clock,
+                           retry_base=10, timeout=10, monotonic=lambda: 0.0, boot="boot-b")
+    assert other_boot.run_batch() == {}
+    clock.step(60)
+    assert list(other_boot.run_batch().values()) == ["delivered"]

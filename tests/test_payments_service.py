@@ -216,6 +216,7 @@ def test_a_database_of_the_previous_release_upgrades_in_place(tmp_path):
     assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
     assert store.read().count("events") == 3 and store.read().count("attempts") == 3
     assert {e["transaction_id"] for e in store.read().events()} == {"70001", "70002", "80002"}
+    assert sorted(e["seq"] for e in store.read().events()) == [1, 1, 2]  # FIFO kept
     # A whole refund of the old kind leaves nothing for a later chargeback to take.
     assert store.read().order(REFUNDED)["refunded"] == "1000.00"
     apply(store, callback(REFUNDED, "90002", "chargeback"))
