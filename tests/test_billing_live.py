@@ -32,8 +32,9 @@ def pay(server, amount="1000.00", transaction_id=None):
     page = session.get(server.url + "/pay", params=query, timeout=10).text
     csrf = page.split('name="csrf_token" type="hidden" value="')[1].split('"')[0]
     token = page.split('name="token" type="hidden" value="')[1].split('"')[0]
+    # again: this test pays account 6 many times on purpose (RECENT_PAYMENT_WARNING).
     handoff = session.post(server.url + "/pay/confirm", data={"csrf_token": csrf,
-                           "token": token}, allow_redirects=False, timeout=10)
+                           "token": token, "again": "y"}, allow_redirects=False, timeout=10)
     order_id = handoff.headers["Location"].split("order_id=")[1].split("&")[0]
     fields = {"transaction_type": "Purchase", "transaction_id": transaction_id or order_id,
               "customer_id": "c1", "total": amount, "currency": "RUB", "order_id": order_id,

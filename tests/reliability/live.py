@@ -146,7 +146,8 @@ def open_order(base_url, secret=SANDBOX["CABINET_SECRET"], amount="1000.00", ses
     answer = session.post(base_url + "/pay/confirm", allow_redirects=False, timeout=10,
                           verify=verify, headers=headers,
                           data={"csrf_token": hidden(page.text, "csrf_token"),
-                                "token": hidden(page.text, "token")})
+                                "token": hidden(page.text, "token"),
+                                "again": "y"})  # paying account 6 again is meant here
     assert answer.status_code == 303, answer.text
     return {k: v[0] for k, v in parse_qs(urlsplit(answer.headers["Location"]).query).items()}
 
