@@ -167,7 +167,10 @@ def confirm_page(form, data, amount, recent):
 
 def recent_payment(account):
     """The account's latest order paid within RECENT_PAYMENT_WARNING seconds, or None."""
-    since = now() - current_app.config["RECENT_PAYMENT_WARNING"]
+    window = current_app.config["RECENT_PAYMENT_WARNING"]
+    if window <= 0:  # 0 turns the warning off
+        return None
+    since = now() - window
     return ext("store").read().recent_paid_order(account, since)
 
 

@@ -18,7 +18,9 @@ from gateway.signing import make_link
 
 pytestmark = pytest.mark.slow
 SANDBOX = runpy.run_path(os.path.join(ROOT, "config.sandbox.py"))
-FAST = {"GATEWAY_BILLING_RETRY_BASE": "0.2", "GATEWAY_BILLING_TIMEOUT": "1"}
+# pay() opens one link (same fields, same second) for many orders: lift LINK_MAX_ORDERS.
+FAST = {"GATEWAY_BILLING_RETRY_BASE": "0.2", "GATEWAY_BILLING_TIMEOUT": "1",
+        "GATEWAY_LINK_MAX_ORDERS": "1000000"}
 
 
 def serve(tmp_path, receiver_url, **env):

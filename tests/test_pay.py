@@ -326,8 +326,13 @@ def test_link_is_expired_the_moment_after_expires(client, app, clock):
     assert client.get(url).status_code == 410
 
 
-def test_one_link_creates_at_most_link_max_orders(client, app, store):
-    assert app.config["LINK_MAX_ORDERS"] == 5
+def test_one_link_creates_at_most_link_max_orders(config):
+    from gateway import create_app
+    from gateway.config import DEFAULTS
+
+    assert DEFAULTS["LINK_MAX_ORDERS"] == 5
+    app = create_app(dict(config, LINK_MAX_ORDERS=DEFAULTS["LINK_MAX_ORDERS"]))
+    client, store = app.test_client(), app.extensions["store"]
     url = link(app, amount="1000.00")
 
     def confirm():
@@ -343,6 +348,7 @@ def test_one_link_creates_at_most_link_max_orders(client, app, store):
     assert store.read().count("orders") == 5
     another_link = confirm_page(client, app, "999.00")
     assert client.post("/pay/confirm", data=another_link).status_code == 303
+    store.close()
 
 
 def test_return_page_reference_expires_with_advice(client, app, clock):
@@ -408,3 +414,14 @@ def test_upgrade_adds_link_id_to_an_earlier_database(tmp_path):
         columns = {row[1] for row in tx.conn.execute("PRAGMA table_info(orders)")}
     store.close()
     assert "link_id" in columns
+
+
+def test_recent_payment_warning_zero_turns_it_off(config):
+    from gateway import create_app
+
+    app = create_app(dict(config, RECENT_PAYMENT_WARNING=0))
+    client = app.test_client()
+    paid_order(client, app, None)
+    page = client.get(link(app, amount="500.00")).get_data(as_text=True)
+    assert "уже принят" not in page
+    app.extensions["store"].close()
