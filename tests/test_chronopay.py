@@ -164,3 +164,15 @@ def test_handoff_fields_carry_chronopay_names_and_sign_as_asked():
     assert got["sign"] == chronopay.request_sign("p", "1.00", "o", "s", False)
     assert chronopay.request_sign("p", "1.00", "o", "s") == chronopay.md5_hex("p-1.00-o-s")
     assert chronopay.handoff_url("https://c/?a=1", {"b": "2"}) == "https://c/?a=1&b=2"
+
+
+def test_callback_reasons_name_the_field_cut_at_forty_characters():
+    with pytest.raises(CallbackRejected) as exc:
+        chronopay.verify_callback({"f" * 50: ["1", "2"]}, "sharedsec")
+    assert exc.value.reason == f"field {'f' * 40!r} repeated or oversize"
+    fields = {"customer_id": "001", "transaction_id": "23 45", "transaction_type": "Purchase",
+              "total": "1000.00"}
+    fields["sign"] = chronopay.callback_sign("sharedsec", *fields.values())
+    with pytest.raises(CallbackRejected) as exc:
+        chronopay.verify_callback({k: [v] for k, v in fields.items()}, "sharedsec")
+    assert (exc.value.verdict, exc.value.reason) == ("malformed", "transaction_id malformed")

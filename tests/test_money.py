@@ -105,3 +105,8 @@ def test_typed_amount_of_twenty_characters_is_read_and_of_twenty_one_refused():
     with pytest.raises(AmountError) as exc:
         parse_typed("0" * 17 + "1000", LOW, HIGH)
     assert "цифрами" in exc.value.message
+
+
+def test_format_refusal_says_why():
+    with pytest.raises(TypeError, match="^amounts are Decimal$"):
+        format_wire(1000)
