@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8080
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: install demo test lint bench profile reliability screenshots clean
+.PHONY: install demo test lint bench profile reliability screenshots clean mutation
 
 install: $(VENV)/.installed
 
@@ -42,6 +42,14 @@ profile: install
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench.profile $(PROFILE_ARGS)
 
+# Mutation testing of the money modules (mutmut, see docs/mutation.md); not part of `make test`.
+# A fresh run every time: mutmut's cache would keep verdicts of code since changed.
+mutation: install
+	$(PY) -m pip install --quiet -e '.[mutation]'
+	rm -rf mutants
+	nice -n 10 $(VENV)/bin/mutmut run --max-children 2 > /dev/null
+	$(PY) tests/mutation_report.py $(MUTATION_ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check gateway tests wsgi.py bench
 
@@ -51,4 +59,4 @@ screenshots: install
 	SCREENSHOT_DIR=docs/screenshots $(PY) -m pytest tests/test_browser.py --no-cov -q $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .coverage .hypothesis
+	rm -rf $(VENV) .pytest_cache .coverage .hypothesis mutants

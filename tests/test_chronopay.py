@@ -125,3 +125,54 @@ def test_signed_field_outside_printable_ascii_is_malformed_even_if_signed(field,
     with pytest.raises(CallbackRejected) as caught:
         chronopay.verify_callback(signed_form(**{field: value}), "sharedsec")
     assert caught.value.verdict == "malformed"
+
+
+def _signed(**extra):
+    fields = {"customer_id": "001", "transaction_id": "2345678", "transaction_type": "Purchase",
+              "total": "1000.00"}
+    fields["sign"] = chronopay.callback_sign("sharedsec", *fields.values())
+    fields.update(extra)
+    return {name: [value] for name, value in fields.items()}
+
+
+@pytest.mark.parametrize("form, verdict, reason", [
+    ({None: ["x"]}, "malformed", "a field without a name"),
+    ({"customer_id": ["1", "2"]}, "malformed", "field 'customer_id' repeated or oversize"),
+    ({"total": ["1.00"]}, "malformed",
+     "missing customer_id, transaction_id, transaction_type, sign"),
+    (_signed(sign="A" * 32), "bad_sign", "sign is not 32 lower-case hex digits"),
+    (_signed(sign="0" * 32), "bad_sign", "sign mismatch"),
+])
+def test_callback_rejections_name_their_verdict_and_reason(form, verdict, reason):
+    with pytest.raises(CallbackRejected) as exc:
+        chronopay.verify_callback(form, "sharedsec")
+    assert (exc.value.verdict, exc.value.reason) == (verdict, reason)
+
+
+def test_callback_field_of_exactly_max_field_is_accepted_and_unsigned_ones_default_empty():
+    got = chronopay.verify_callback(_signed(extra="x" * chronopay.MAX_FIELD), "sharedsec")
+    assert (got.order_id, got.product_id, got.currency) == ("", "", "")
+    assert got.fields["extra"] == "x" * chronopay.MAX_FIELD
+
+
+def test_handoff_fields_carry_chronopay_names_and_sign_as_asked():
+    urls = {"cb_url": "https://g/cb", "success_url": "https://g/s", "decline_url": "https://g/d"}
+    got = chronopay.handoff_fields(product_id="p", price="1.00", order_id="o", product_name="n",
+                                   secret="s", sign_order_id=False, urls=urls)
+    assert got["product_name"] == "n" and got["cb_url"] == "https://g/cb"
+    assert got["decline_url"] == "https://g/d"
+    assert got["sign"] == chronopay.request_sign("p", "1.00", "o", "s", False)
+    assert chronopay.request_sign("p", "1.00", "o", "s") == chronopay.md5_hex("p-1.00-o-s")
+    assert chronopay.handoff_url("https://c/?a=1", {"b": "2"}) == "https://c/?a=1&b=2"
+
+
+def test_callback_reasons_name_the_field_cut_at_forty_characters():
+    with pytest.raises(CallbackRejected) as exc:
+        chronopay.verify_callback({"f" * 50: ["1", "2"]}, "sharedsec")
+    assert exc.value.reason == f"field {'f' * 40!r} repeated or oversize"
+    fields = {"customer_id": "001", "transaction_id": "23 45", "transaction_type": "Purchase",
+              "total": "1000.00"}
+    fields["sign"] = chronopay.callback_sign("sharedsec", *fields.values())
+    with pytest.raises(CallbackRejected) as exc:
+        chronopay.verify_callback({k: [v] for k, v in fields.items()}, "sharedsec")
+    assert (exc.value.verdict, exc.value.reason) == ("malformed", "transaction_id malformed")

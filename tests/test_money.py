@@ -81,3 +81,32 @@ def test_wire_amount_has_at_most_twelve_whole_digits_with_or_without_cents(digit
         with pytest.raises(AmountError):
             parse_wire(text)
     assert parse_wire("2" * 12) == parse_wire("2" * 12 + ".00")
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "Введите сумму."),
+    ("  ", "Введите сумму."),
+    ("abc", "Введите сумму цифрами, например 1000 или 1000,50."),
+])
+def test_typed_amount_errors_say_exactly_what_to_fix(text, message):
+    with pytest.raises(AmountError) as exc:
+        parse_typed(text, LOW, HIGH)
+    assert exc.value.message == message
+
+
+def test_wire_amount_error_is_one_russian_sentence():
+    with pytest.raises(AmountError) as exc:
+        parse_wire("1e3")
+    assert exc.value.message == "Сумма указана неверно."
+
+
+def test_typed_amount_of_twenty_characters_is_read_and_of_twenty_one_refused():
+    assert parse_typed("0" * 16 + "1000", LOW, HIGH) == Decimal("1000.00")
+    with pytest.raises(AmountError) as exc:
+        parse_typed("0" * 17 + "1000", LOW, HIGH)
+    assert "цифрами" in exc.value.message
+
+
+def test_format_refusal_says_why():
+    with pytest.raises(TypeError, match="^amounts are Decimal$"):
+        format_wire(1000)
