@@ -1,6 +1,7 @@
 """Orders and what ChronoPay's callbacks do to them: the money rules, free of Flask."""
 
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -339,7 +340,7 @@ def taken_back(effect, order, transaction):
 def log_verdict(entry):
     """One line per callback: ERROR for what ops must look at. Never the sign or secrets."""
     what = "callback %s: %s (order %r, transaction %r %r, from %s)"
-    args = (entry["verdict"], entry["reason"], _short(entry["order_id"]),
+    args = (entry["verdict"], _unsigned(entry["reason"]), _short(entry["order_id"]),
             _short(entry["transaction_id"]), _short(entry["transaction_type"]),
             entry["remote_addr"])
     if entry["verdict"] in CLEAN_VERDICTS:
@@ -351,7 +352,16 @@ def log_verdict(entry):
 
 
 def _short(value):
-    return value[:64] if isinstance(value, str) else value
+    return _unsigned(value[:64]) if isinstance(value, str) else value
+
+
+# A sign (32 hex) or a link signature (64) copied by a sender into any field we log: a log
+# line never carries one, whoever put it there.
+_DIGEST = re.compile(r"[0-9a-fA-F]{32,}")
+
+
+def _unsigned(text):
+    return _DIGEST.sub("<hex>", text) if isinstance(text, str) else text
 
 
 # What is kept of a stranger's callback body: enough to see what it was, not what it weighs.

@@ -457,3 +457,12 @@ def test_a_callback_answered_503_is_logged_with_its_order_and_transaction(config
     assert len(lines) == 1 and query["order_id"] in lines[0] and "70001" in lines[0]
     assert app.extensions["store"].read().order(query["order_id"])["status"] == "pending"
     app.extensions["store"].close()
+
+
+def test_a_sign_copied_into_a_logged_field_never_reaches_the_log(client, app, store, caplog):
+    # Found by the fuzzing scenario: a sender may put a sign-shaped value into order_id.
+    query = hand_off(client, app)
+    fields = callback_fields(app, query)
+    send_callback(client, dict(fields, order_id=fields["sign"]))
+    send_callback(client, dict(fields, transaction_id=fields["sign"], sign="0" * 32))
+    assert fields["sign"] not in caplog.text and "<hex>" in caplog.text
