@@ -4,6 +4,7 @@ Exit codes: 0 done, 1 nothing matched (unknown order or event), 2 bad usage (cli
 """
 
 import json
+import re
 import sys
 from datetime import UTC, datetime
 from urllib.parse import urlencode
@@ -35,9 +36,17 @@ def store():
     return current_app.extensions["store"]
 
 
+# ChronoPay's sign in a journalled form body: a bearer-like value that stays out of any output.
+SIGN = re.compile(r"(^|&)(sign=)[^&]*")
+
+
+def redact(value):
+    return SIGN.sub(r"\1\2<redacted>", value) if isinstance(value, str) else value
+
+
 def readable(row):
-    return {key: iso(value) if key in TIMES and isinstance(value, (int, float)) else value
-            for key, value in row.items()}
+    return {key: iso(value) if key in TIMES and isinstance(value, (int, float)) else
+            redact(value) for key, value in row.items()}
 
 
 def emit(rows, columns, as_json):
