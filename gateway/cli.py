@@ -4,6 +4,7 @@ Exit codes: 0 done, 1 nothing matched (unknown order or event), 2 bad usage (cli
 """
 
 import json
+import os
 import re
 import sys
 from datetime import UTC, datetime
@@ -11,10 +12,10 @@ from urllib.parse import urlencode
 
 import click
 from flask import current_app
-from flask.cli import AppGroup, with_appcontext
+from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
 from .billing import iso
-from .errors import AmountError
+from .errors import AmountError, ConfigError
 from .money import format_wire, parse_wire
 from .signing import ACCOUNT, LOGIN, make_link
 
@@ -23,6 +24,29 @@ events_cli = AppGroup("events", help="Billing events in the outbox.")
 callbacks_cli = AppGroup("callbacks", help="The journal of ChronoPay callbacks.")
 TIMES = ("created_at", "updated_at", "paid_at", "billed_at", "received_at", "delivered_at",
          "next_attempt_at", "retry_until", "started_at", "finished_at", "lease_until")
+
+
+# The service's config on a server installed as docs/operations.md says.
+SYSTEM_CONFIG = "/etc/dem-gateway/config.py"
+
+
+def build_app():
+    """The app for a command, or one sentence and exit 2 when the configuration is refused."""
+    from . import create_app
+
+    try:
+        return create_app()
+    except ConfigError as exc:
+        click.echo(f"dem-gateway: bad configuration: {exc}", err=True)
+        sys.exit(2)
+
+
+def main():
+    """The `dem-gateway` console script: the gateway's commands with the service's config."""
+    if not os.environ.get("GATEWAY_CONFIG") and os.path.exists(SYSTEM_CONFIG):
+        os.environ["GATEWAY_CONFIG"] = SYSTEM_CONFIG
+    FlaskGroup(create_app=build_app, add_version_option=False,
+               load_dotenv=False).main(prog_name="dem-gateway")
 
 
 def register(app):
