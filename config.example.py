@@ -28,3 +28,7 @@ BILLING_WORKER = True  # run the delivery worker thread inside the service
 DB_BUSY_TIMEOUT = 30  # seconds a write waits for the database lock
 MAX_CONTENT_LENGTH = 65536  # largest request body accepted, bytes
 PERMANENT_SESSION_LIFETIME = 3600  # seconds a signed session cookie (the CSRF token) is accepted
+LINK_MAX_ORDERS = 5  # orders one cabinet link may open
+ORDER_REF_MAX_AGE = 2592000  # seconds a return page's order reference stays valid (30 days)
+RECENT_PAYMENT_WARNING = 3600  # seconds after a payment in which a new one is warned about
+# TESTING and DEBUG are refused here and in the environment; GATEWAY_CRASH_AT is a test hook.

@@ -1,6 +1,6 @@
-"""The ops command line: `flask --app gateway <command>`; tables for people, --json for scripts.
+"""The ops command line: `dem-gateway <command>`; tables for people, --json for scripts.
 
-Exit codes: 0 done, 1 nothing matched (unknown order or event), 2 bad usage (click's own).
+Exit codes: 0 done (an empty list too), 1 unknown order or event, 2 bad usage or bad config.
 """
 
 import json

@@ -118,3 +118,12 @@ def test_no_chronopay_sign_appears_in_any_cli_output(client, app, runner):
     assert "sign=<redacted>" in outputs[0]
     for output in outputs:
         assert not re.search(r"[0-9a-f]{32}", output), output
+
+
+@pytest.mark.parametrize(("args", "code"), [
+    (("payments", "show", "nosuch"), 1), (("events", "retry", "nosuch"), 1),
+    (("payments", "list", "--login", "nobody"), 0), (("callbacks", "list", "--rejected"), 0),
+    (("events", "list", "--dead"), 0), (("payments", "list", "--since", "soon"), 2),
+])
+def test_no_match_exit_codes_are_the_readme_s(runner, args, code):
+    assert run(runner, *args).exit_code == code
