@@ -235,7 +235,9 @@ def check(config):
                 f"SANDBOX is on, so CHRONOPAY_URL must be this gateway's simulator: {expected}"
             )
         own_billing = config["PUBLIC_URL"] + "/sandbox/billing/"
-        if config.get("BILLING_URL") not in (None, "", own_billing):
+        billing_url = config.get("BILLING_URL")
+        # A loopback receiver (the test suite's) never leaves the machine either.
+        if billing_url not in (None, "", own_billing) and not local(billing_url):
             raise ConfigError(
                 f"SANDBOX is on, so BILLING_URL must be unset or this gateway's: {own_billing}"
             )
