@@ -34,3 +34,4 @@ MAX_CONTENT_LENGTH = 65536  # largest request body accepted, bytes
 PERMANENT_SESSION_LIFETIME = 3600  # seconds a signed session cookie (the CSRF token) is accepted
 CALLBACK_SAMPLE_CAP = 100  # strangers' callbacks journaled an hour (512 bytes each); rest counted
 # INSTANCE_PATH: env only (GATEWAY_INSTANCE_PATH), read before this file: the state directory
+# TESTING and DEBUG are refused here and in the environment; GATEWAY_CRASH_AT is a test hook.

@@ -1,9 +1,11 @@
-"""The ops command line: `flask --app gateway <command>`; tables for people, --json for scripts.
+"""The ops command line: `dem-gateway <command>`; tables for people, --json for scripts.
 
-Exit codes: 0 done, 1 nothing matched (unknown order or event), 2 bad usage (click's own).
+Exit codes: 0 done (an empty list too), 1 unknown order or event, 2 bad usage or bad config.
 """
 
 import json
+import os
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -11,11 +13,11 @@ from urllib.parse import urlencode
 
 import click
 from flask import current_app
-from flask.cli import AppGroup, with_appcontext
+from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
 from .billing import iso
 from .delivery import boot_id
-from .errors import AmountError
+from .errors import AmountError, ConfigError
 from .money import format_wire, parse_wire
 from .signing import ACCOUNT, LOGIN, make_link
 
@@ -25,6 +27,29 @@ callbacks_cli = AppGroup("callbacks", help="The journal of ChronoPay callbacks."
 transactions_cli = AppGroup("transactions", help="ChronoPay transactions as recorded.")
 TIMES = ("created_at", "updated_at", "paid_at", "billed_at", "received_at", "delivered_at",
          "next_attempt_at", "retry_until", "started_at", "finished_at", "lease_until")
+
+
+# The service's config on a server installed as docs/operations.md says.
+SYSTEM_CONFIG = "/etc/dem-gateway/config.py"
+
+
+def build_app():
+    """The app for a command, or one sentence and exit 2 when the configuration is refused."""
+    from . import create_app
+
+    try:
+        return create_app()
+    except ConfigError as exc:
+        click.echo(f"dem-gateway: bad configuration: {exc}", err=True)
+        sys.exit(2)
+
+
+def main():
+    """The `dem-gateway` console script: the gateway's commands with the service's config."""
+    if not os.environ.get("GATEWAY_CONFIG") and os.path.exists(SYSTEM_CONFIG):
+        os.environ["GATEWAY_CONFIG"] = SYSTEM_CONFIG
+    FlaskGroup(create_app=build_app, add_version_option=False,
+               load_dotenv=False).main(prog_name="dem-gateway")
 
 
 def register(app):
@@ -38,9 +63,17 @@ def store():
     return current_app.extensions["store"]
 
 
+# ChronoPay's sign in a journalled form body: a bearer-like value that stays out of any output.
+SIGN = re.compile(r"(^|&)(sign=)[^&]*")
+
+
+def redact(value):
+    return SIGN.sub(r"\1\2<redacted>", value) if isinstance(value, str) else value
+
+
 def readable(row):
-    return {key: iso(value) if key in TIMES and isinstance(value, (int, float)) else value
-            for key, value in row.items()}
+    return {key: iso(value) if key in TIMES and isinstance(value, (int, float)) else
+            redact(value) for key, value in row.items()}
 
 
 def emit(rows, columns, as_json):

@@ -1,6 +1,7 @@
 """The ops command line: tables for people, JSON for scripts, exit codes that mean something."""
 
 import json
+import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -106,3 +107,23 @@ def test_deliver_once_exits_nonzero_while_billing_fails(client, app, runner):
     pay_order(client, app)
     result = run(runner, "deliver", "--once")
     assert result.exit_code == 1 and "failed" in result.output
+
+
+def test_no_chronopay_sign_appears_in_any_cli_output(client, app, runner):
+    paid = pay_order(client, app)
+    outputs = [run(runner, "callbacks", "list", "--json").output,
+               run(runner, "callbacks", "list").output,
+               run(runner, "payments", "show", paid["order_id"], "--json").output,
+               run(runner, "payments", "show", paid["order_id"]).output]
+    assert "sign=<redacted>" in outputs[0]
+    for output in outputs:
+        assert not re.search(r"[0-9a-f]{32}", output), output
+
+
+@pytest.mark.parametrize(("args", "code"), [
+    (("payments", "show", "nosuch"), 1), (("events", "retry", "nosuch"), 1),
+    (("payments", "list", "--login", "nobody"), 0), (("callbacks", "list", "--rejected"), 0),
+    (("events", "list", "--dead"), 0), (("payments", "list", "--since", "soon"), 2),
+])
+def test_no_match_exit_codes_are_the_readme_s(runner, args, code):
+    assert run(runner, *args).exit_code == code
