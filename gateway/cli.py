@@ -20,6 +20,7 @@ from .delivery import boot_id
 from .errors import AmountError, ConfigError
 from .money import format_wire, parse_wire
 from .signing import ACCOUNT, LOGIN, make_link
+from .states import ORDER_STATUSES
 
 payments_cli = AppGroup("payments", help="Orders and what happened to them.")
 events_cli = AppGroup("events", help="Billing events in the outbox.")
@@ -145,18 +146,34 @@ def since_epoch(value):
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
+def paged(command):
+    """--limit and --offset on a listing, which says on stderr when more rows remain."""
+    command = click.option("--offset", type=click.IntRange(min=0), default=0)(command)
+    return click.option("--limit", type=click.IntRange(min=1), default=1000,
+                        show_default=True)(command)
+
+
+def say_more(rows, limit, offset):
+    """Print a page of limit + 1 rows fetched: drop the extra one and say there is more."""
+    if len(rows) > limit:
+        click.echo(f"… and more (--offset {offset + limit})", err=True)  # --json stays whole
+    return rows[:limit]
+
+
 @payments_cli.command("list")
-@click.option("--status", type=click.Choice(["pending", "declined", "paid", "refunded",
-                                             "chargeback", "review"]))
+@click.option("--status", type=click.Choice([*ORDER_STATUSES, "review"]))
 @click.option("--login")
 @click.option("--since", help="YYYY-MM-DD (UTC)")
 @click.option("--json", "as_json", is_flag=True)
-def payments_list(status, login, since, as_json):
+@paged
+def payments_list(status, login, since, as_json, limit, offset):
     """Orders, newest first: paid at ChronoPay and acknowledged by billing shown apart."""
     rows = store().read().orders(status=None if status == "review" else status, login=login,
-                                 since=since_epoch(since), review=status == "review")
-    emit(rows, ("order_id", "login", "account", "amount", "status", "paid_at", "billed_at",
-                "review"), as_json)
+                                 since=since_epoch(since), review=status == "review",
+                                 limit=limit + 1, offset=offset)
+    emit(rows[:limit], ("order_id", "login", "account", "amount", "status", "paid_at",
+                        "billed_at", "review"), as_json)
+    say_more(rows, limit, offset)
 
 
 @payments_cli.command("show")
@@ -238,11 +255,13 @@ def events_retry(event_id, status):
 @callbacks_cli.command("list")
 @click.option("--rejected", is_flag=True, help="Only callbacks that did not apply cleanly.")
 @click.option("--json", "as_json", is_flag=True)
-def callbacks_list(rejected, as_json):
+@paged
+def callbacks_list(rejected, as_json, limit, offset):
     """ChronoPay callbacks as received, newest first, with their verdicts."""
-    emit(store().read().callbacks(rejected=rejected), (
-        "id", "received_at", "remote_addr", "verdict", "order_id", "transaction_type",
-        "transaction_id", "reason"), as_json)
+    rows = store().read().callbacks(rejected=rejected, limit=limit + 1, offset=offset)
+    emit(rows[:limit], ("id", "received_at", "remote_addr", "verdict", "order_id",
+                        "transaction_type", "transaction_id", "reason"), as_json)
+    say_more(rows, limit, offset)
 
 
 

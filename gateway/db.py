@@ -415,7 +415,8 @@ class Tx:
             dict(changes, now=now, order_id=order_id),
         )
 
-    def orders(self, status=None, login=None, since=None, review=False, limit=1000):
+    def orders(self, status=None, login=None, since=None, review=False, limit=None, offset=0):
+        """Orders newest first; all of them unless a limit is given."""
         sql = f"SELECT {ORDER_COLUMNS} FROM orders WHERE 1 = 1"
         args = []
         for clause, value in (("status = ?", status), ("login = ?", login),
@@ -425,8 +426,8 @@ class Tx:
                 args.append(value)
         if review:
             sql += " AND review IS NOT NULL"
-        sql += " ORDER BY created_at DESC LIMIT ?"
-        return self._all(sql, *args, limit)
+        sql += " ORDER BY created_at DESC LIMIT ? OFFSET ?"
+        return self._all(sql, *args, -1 if limit is None else limit, offset)
 
     # transactions and the callback journal
 
@@ -463,7 +464,8 @@ class Tx:
             entry,
         ).lastrowid
 
-    def callbacks(self, order_id=None, rejected=False, limit=1000):
+    def callbacks(self, order_id=None, rejected=False, limit=None, offset=0):
+        """The journal newest first; all of it unless a limit is given."""
         sql = "SELECT * FROM callbacks WHERE 1 = 1"
         args = []
         if order_id is not None:
@@ -471,7 +473,8 @@ class Tx:
             args.append(order_id)
         if rejected:
             sql += f" AND verdict NOT IN {ACCEPTED}"  # as in callbacks_rejected, to use it
-        return self._all(sql + " ORDER BY id DESC LIMIT ?", *args, limit)
+        return self._all(sql + " ORDER BY id DESC LIMIT ? OFFSET ?", *args,
+                         -1 if limit is None else limit, offset)
 
     # the billing outbox
 

@@ -127,3 +127,25 @@ def test_no_chronopay_sign_appears_in_any_cli_output(client, app, runner):
 ])
 def test_no_match_exit_codes_are_the_readme_s(runner, args, code):
     assert run(runner, *args).exit_code == code
+
+
+def test_listings_have_no_silent_row_cap(app, runner, store):
+    # Today's ops see a page and are told there is more, never a quietly cut list.
+    with store.write() as tx:
+        for n in range(1003):
+            tx.insert_order({"order_id": f"o{n:04}", "nonce": f"n{n}", "login": "dem001",
+                             "account": "6", "amount": "10.00", "created_at": float(n)})
+            tx.journal({"received_at": float(n), "remote_addr": "127.0.0.1", "body": "x",
+                        "verdict": "malformed", "reason": "r", "order_id": None,
+                        "transaction_id": None, "transaction_type": None})
+    first = runner.invoke(args=["payments", "list", "--json"])
+    assert len(json.loads(first.stdout)) == 1000
+    assert "… and more (--offset 1000)" in first.stderr
+    rest = runner.invoke(args=["payments", "list", "--json", "--offset", "1000"])
+    assert len(json.loads(rest.stdout)) == 3 and "more" not in rest.stderr
+    page = runner.invoke(args=["callbacks", "list", "--rejected", "--limit", "2", "--json"])
+    assert [row["received_at"] for row in json.loads(page.stdout)] == [
+        "1970-01-01T00:16:42Z", "1970-01-01T00:16:41Z"]
+    assert "--offset 2" in page.stderr
+    whole = runner.invoke(args=["callbacks", "list", "--limit", "5000", "--json"])
+    assert len(json.loads(whole.stdout)) == 1003 and "more" not in whole.stderr
