@@ -143,7 +143,8 @@ def test_no_open_redirect(config, tmp_path, figures):
     sandbox_url = "https://pay.test"
     apps = [create_app(config), create_app(dict(
         config, SANDBOX=True, DATABASE_URL=f"sqlite:///{tmp_path}/sandbox.sqlite3",
-        CHRONOPAY_URL=sandbox_url + "/sandbox/chronopay/"))]
+        CHRONOPAY_URL=sandbox_url + "/sandbox/chronopay/",
+        BILLING_URL=sandbox_url + "/sandbox/billing/"))]
     for app in apps:
         client = app.test_client()
         for path in HOSTILE_PATHS:
