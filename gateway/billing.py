@@ -89,16 +89,27 @@ def new_event_id():
     return "msg_" + secrets.token_hex(12)
 
 
+def external_id(transaction_id):
+    """The id billing de-duplicates a money movement on: ASCII and under 50 characters."""
+    if len(transaction_id) <= 46:
+        return "CP:" + transaction_id
+    # Longer ids would not fit UTM5's or LANBilling's external number; "CPH:" keeps the
+    # hashed form from ever equalling a literal "CP:" id.
+    return "CPH:" + hashlib.sha256(transaction_id.encode()).hexdigest()[:45]
+
+
 def event_body(effect, order, transaction, now):
     """The JSON body of the event an effect causes; sent byte for byte on every retry."""
-    return json.dumps({
-        "type": EVENT_TYPES[effect],
-        "timestamp": iso(now),
-        "data": {
-            "order_id": order["order_id"], "login": order["login"],
-            "account": order["account"], "amount": order["amount"], "currency": "RUB",
-            "transaction_id": transaction["transaction_id"],
-            "transaction_type": transaction["transaction_type"],
-            "paid_at": iso(order["paid_at"] if order["paid_at"] else now),
-        },
-    }, ensure_ascii=False, separators=(",", ":"))
+    data = {
+        "order_id": order["order_id"], "login": order["login"],
+        "account": order["account"], "amount": order["amount"], "currency": "RUB",
+        "transaction_id": transaction["transaction_id"],
+        "transaction_type": transaction["transaction_type"],
+        "paid_at": iso(order["paid_at"] if order["paid_at"] else now),
+        "external_id": external_id(transaction["transaction_id"]),
+    }
+    if effect != "paid" and order.get("transaction_id"):
+        data["original_transaction_id"] = order["transaction_id"]
+        data["original_external_id"] = external_id(order["transaction_id"])
+    return json.dumps({"type": EVENT_TYPES[effect], "timestamp": iso(now), "data": data},
+                      ensure_ascii=False, separators=(",", ":"))
