@@ -84,3 +84,27 @@ def test_amount_mismatch_is_409(call, billing):
 
 def test_malformed_event_is_400(call):
     assert call({"type": "payment.succeeded", "data": {}}) == 400
+
+
+def test_concurrent_duplicates_credit_once(tmp_path):
+    import threading
+
+    class SlowBilling(FakeBilling):
+        def pay(self, *args):
+            barrier_wait()
+            self.calls = getattr(self, "calls", 0) + 1
+            return super().pay(*args)
+
+    billing = SlowBilling()
+    gate = threading.Event()
+
+    def barrier_wait():
+        gate.wait(0.2)  # lets a racing thread reach the ledger while the first is in billing
+
+    ledger = Ledger(str(tmp_path / "ledger.sqlite3"), billing)
+    threads = [threading.Thread(target=ledger.apply, args=(PAID, "msg_1")) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert billing.calls == 1
