@@ -9,10 +9,11 @@ export PYTHONDONTWRITEBYTECODE = 1
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed: setup.cfg pyproject.toml receiver/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e ./receiver
 	touch $@
 
 # The service with its simulators (ChronoPay, the cabinet, billing) on http://127.0.0.1:$(PORT)

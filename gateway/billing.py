@@ -89,6 +89,15 @@ def new_event_id():
     return "msg_" + secrets.token_hex(12)
 
 
+def external_id(transaction_id):
+    """The id billing de-duplicates a money movement on: ASCII and under 50 characters."""
+    if len(transaction_id) <= 46:
+        return "CP:" + transaction_id
+    # Longer ids would not fit UTM5's or LANBilling's external number; "CPH:" keeps the
+    # hashed form from ever equalling a literal "CP:" id.
+    return "CPH:" + hashlib.sha256(transaction_id.encode()).hexdigest()[:45]
+
+
 def event_body(effect, order, transaction, now, taken=None):
     """The JSON body of the event an effect causes; sent byte for byte on every retry.
 
@@ -101,7 +110,11 @@ def event_body(effect, order, transaction, now, taken=None):
         "transaction_id": transaction["transaction_id"],
         "transaction_type": transaction["transaction_type"],
         "paid_at": iso(order["paid_at"] if order["paid_at"] else now),
+        "external_id": external_id(transaction["transaction_id"]),
     }
+    if effect != "paid" and order.get("transaction_id"):
+        data["original_transaction_id"] = order["transaction_id"]
+        data["original_external_id"] = external_id(order["transaction_id"])
     if taken is not None:
         data["refunded_amount"], data["remaining_amount"] = taken
     return json.dumps({"type": EVENT_TYPES[effect], "timestamp": iso(now), "data": data},

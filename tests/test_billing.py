@@ -96,7 +96,24 @@ def test_event_body_is_the_contract():
     assert body == {"type": "payment.succeeded", "timestamp": "2025-11-28T10:00:00Z", "data": {
         "order_id": "o1", "login": "dem001", "account": "6", "amount": "1000.00",
         "currency": "RUB", "transaction_id": "t1", "transaction_type": "Purchase",
-        "paid_at": "2025-11-28T10:00:00Z"}}
+        "paid_at": "2025-11-28T10:00:00Z", "external_id": "CP:t1"}}
+
+
+def test_reversal_event_names_the_purchase_it_reverses():
+    order = {"order_id": "o1", "login": "dem001", "account": "6", "amount": "1000.00",
+             "paid_at": 1764324000.0, "transaction_id": "t1"}
+    data = json.loads(billing.event_body(
+        "refunded", order, {"transaction_id": "r9", "transaction_type": "Refund"}, 1764324000.5)
+    )["data"]
+    assert (data["external_id"], data["original_transaction_id"],
+            data["original_external_id"]) == ("CP:r9", "t1", "CP:t1")
+
+
+@pytest.mark.parametrize("transaction_id", ["1234567", "x" * 46, "x" * 47, "~" * 128])
+def test_external_id_is_ascii_under_50_and_distinct(transaction_id):
+    ext = billing.external_id(transaction_id)
+    assert ext.isascii() and len(ext) < 50
+    assert ext != billing.external_id(transaction_id + "a")
 
 
 @pytest.mark.parametrize("stamp", ["²", "١٧٦٤٣٠٠٠٠٠", "9" * 5000, "+1764300000"])

@@ -51,7 +51,7 @@ def test_payment_writes_one_event_in_the_callbacks_transaction(client, app, stor
     assert body["data"] == {
         "order_id": query["order_id"], "login": "dem001", "account": "6", "amount": "1000.00",
         "currency": "RUB", "transaction_id": "70001", "transaction_type": "Purchase",
-        "paid_at": billing.iso(app.extensions["clock"]())}
+        "paid_at": billing.iso(app.extensions["clock"]()), "external_id": "CP:70001"}
 
 
 def test_duplicate_callbacks_write_no_second_event(client, app, store):

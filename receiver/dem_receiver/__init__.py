@@ -1,0 +1,1 @@
+"""Billing-side receiver of the gateway's events: credits the billing exactly once."""
