@@ -52,7 +52,7 @@ mutation: install
 	$(PY) tests/mutation_report.py $(MUTATION_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check gateway tests wsgi.py bench
+	$(VENV)/bin/ruff check gateway tests wsgi.py bench receiver
 
 # Every subscriber page at 360 and 1280 px, taken by the browser test, for docs/pages.md.
 screenshots: install
