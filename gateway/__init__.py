@@ -87,6 +87,10 @@ def register_handlers(app):
 
     @app.errorhandler(GatewayError)
     def gateway_error(exc):
+        # The page says only "invalid" or "expired"; the log says why (a "signature
+        # mismatch" on every link usually means the cabinet's CABINET_SECRET differs from ours).
+        app.logger.info("refused %s %s: %s: %s", request.method, request.endpoint,
+                        type(exc).__name__, exc)
         return answer(exc.status, exc.title, exc.message, exc.advice)
 
     @app.errorhandler(CSRFError)

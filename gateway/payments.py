@@ -51,7 +51,7 @@ def create_order(store, *, nonce, login, account, amount, now, link_id=None,
         order = tx.order_by_nonce(nonce)
         if order is None:
             if max_orders is not None and tx.orders_of_link(link_id) >= max_orders:
-                raise LinkExhausted(link_id)
+                raise LinkExhausted(f"the link already made {max_orders} orders")
             tx.insert_order({
                 "order_id": new_order_id(now), "nonce": nonce, "login": login,
                 "account": account, "amount": format_wire(amount), "created_at": now,

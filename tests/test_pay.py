@@ -73,6 +73,17 @@ def test_tampered_link_gets_a_russian_403_and_creates_nothing(client, app, store
     assert store.read().count("orders") == 0
 
 
+@pytest.mark.parametrize("tamper, logged", [
+    ({"sig": "f" * 64}, "LinkInvalid: signature mismatch"),
+    ({"sig": ""}, "LinkInvalid: malformed sig"),
+])
+def test_a_refused_link_is_logged_with_its_reason(client, app, caplog, tamper, logged):
+    # The page only says "invalid"; ops tell a wrong CABINET_SECRET from a damaged link here.
+    with caplog.at_level("INFO", logger=app.logger.name):
+        client.get(link(app, tamper=tamper))
+    assert f"refused GET pay.start: {logged}" in caplog.messages
+
+
 def test_expired_link_gets_410(client, app, clock):
     url = link(app)
     clock.advance(601)
