@@ -69,11 +69,11 @@ def headers(keys, msg_id, timestamp, body):
 def verify(keys, request_headers, body, now, tolerance=TOLERANCE):
     """Check a received call the Standard Webhooks way; return the parsed body."""
     lower = {name.lower(): value for name, value in request_headers.items()}
-    msg_id = lower.get("webhook-id", "")
+    msg_id = lower.get("webhook-id")
     stamp = lower.get("webhook-timestamp", "")
     if not msg_id or not re.fullmatch(r"[0-9]{1,15}", stamp) or abs(now - int(stamp)) > tolerance:
         raise WebhookInvalid("webhook id or timestamp missing or out of tolerance")
-    expected = signature(keys, msg_id, int(stamp), body).split(" ")
+    expected = [signature([key], msg_id, int(stamp), body) for key in keys]
     for given in lower.get("webhook-signature", "").split(" "):
         if any(hmac.compare_digest(given.encode(), want.encode()) for want in expected):
             return json.loads(body)

@@ -1,11 +1,13 @@
 """Our Standard Webhooks signatures, proven with the reference `standardwebhooks` package."""
 
 import json
+import re
 import time
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from receiver import ClockedWebhook
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from gateway import billing
@@ -121,3 +123,92 @@ def test_timestamp_that_is_not_ascii_digits_is_invalid_not_a_crash(stamp):
     headers = {"webhook-id": "msg_1", "webhook-timestamp": stamp, "webhook-signature": "v1,x"}
     with pytest.raises(WebhookInvalid):
         billing.verify(billing.parse_secrets(SECRET), headers, BODY, 1764300000)
+
+
+@pytest.mark.parametrize("value, sentence", [
+    ("abc", "Set BILLING_SECRET as whsec_<base64>."),
+    ("whsec_!!!", "Set BILLING_SECRET as whsec_<base64>."),
+    ("whsec_" + "c2hvcnQ=", "Set BILLING_SECRET to at least 24 random bytes."),
+    ("", "Set BILLING_SECRET to one secret, or two while rotating."),
+    (f"{SECRET} {SECRET} {SECRET}", "Set BILLING_SECRET to one secret, or two while rotating."),
+])
+def test_a_bad_billing_secret_stops_the_start_with_one_sentence(value, sentence):
+    # The sentence is what ops read when the service refuses to start.
+    with pytest.raises(ConfigError) as raised:
+        billing.parse_secrets(value)
+    assert str(raised.value) == sentence
+
+
+def test_an_attempt_carries_exactly_the_contracts_headers():
+    keys = billing.parse_secrets(SECRET)
+    assert billing.headers(keys, "msg_1", 1764300000.9, BODY) == {
+        "Content-Type": "application/json", "webhook-id": "msg_1",
+        "webhook-timestamp": "1764300000",
+        "webhook-signature": billing.signature(keys, "msg_1", 1764300000, BODY)}
+
+
+@pytest.mark.parametrize("drop, reason", [
+    ("webhook-id", "webhook id or timestamp missing or out of tolerance"),
+    ("webhook-timestamp", "webhook id or timestamp missing or out of tolerance"),
+    ("webhook-signature", "no matching webhook signature"),
+])
+def test_our_verifier_says_which_check_refused(drop, reason):
+    # The sandbox billing's refusal is logged with this reason (gateway_error).
+    keys = billing.parse_secrets(SECRET)
+    headers = billing.headers(keys, "msg_1", 1000, BODY)
+    del headers[drop]
+    with pytest.raises(WebhookInvalid) as raised:
+        billing.verify(keys, headers, BODY, 1000)
+    assert str(raised.value) == reason
+
+
+def test_our_verifier_finds_a_matching_signature_among_several_of_any_spacing():
+    # Standard Webhooks: space-delimited signatures; one valid among unknown ones is enough.
+    keys = billing.parse_secrets(SECRET)
+    good = billing.headers(keys, "msg_1", 1000, BODY)["webhook-signature"]
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": "1000",
+               "webhook-signature": f"v1,bm9wZQ== {good}"}
+    assert billing.verify(keys, headers, BODY, 1000) == json.loads(BODY)
+    both = billing.parse_secrets(f"{OTHER} {SECRET}")
+    assert billing.verify(both, {**headers, "webhook-signature": good}, BODY, 1000)
+
+
+def test_event_ids_are_msg_and_24_hex_digits():
+    ids = {billing.new_event_id() for _ in range(50)}
+    assert len(ids) == 50
+    assert all(re.fullmatch(r"msg_[0-9a-f]{24}", event_id) for event_id in ids)
+
+
+def test_a_46_character_transaction_id_is_kept_literally():
+    assert billing.external_id("x" * 46) == "CP:" + "x" * 46
+    assert billing.external_id("x" * 47).startswith("CPH:")
+
+
+def test_a_reversal_of_an_unpaid_order_is_dated_now_and_a_paid_one_by_its_payment():
+    order = {"order_id": "o1", "login": "dem001", "account": "6", "amount": "1000.00",
+             "paid_at": None}
+    transaction = {"transaction_id": "t1", "transaction_type": "Purchase"}
+    unpaid = json.loads(billing.event_body("paid", order, transaction, 1764324000.5))
+    assert unpaid["data"]["paid_at"] == "2025-11-28T10:00:00Z"
+    paid = json.loads(billing.event_body("paid", {**order, "paid_at": 1764320400.0},
+                                         transaction, 1764324000.5))
+    assert paid["data"]["paid_at"] == "2025-11-28T09:00:00Z"
+
+
+def test_event_body_is_compact_utf8_json_sent_byte_for_byte():
+    order = {"order_id": "o1", "login": "дем", "account": "6", "amount": "1000.00",
+             "paid_at": 1764324000.0}
+    body = billing.event_body("paid", order, {"transaction_id": "t1",
+                                              "transaction_type": "Purchase"}, 1764324000.0)
+    assert body.startswith('{"type":"payment.succeeded","timestamp":"2025-11-28T10:00:00Z",')
+    assert '"login":"дем"' in body
+
+
+def test_signatures_are_separated_by_spaces_only_as_in_the_reference_library():
+    keys = billing.parse_secrets(SECRET)
+    headers = billing.headers(keys, "msg_1", 1000, BODY)
+    headers["webhook-signature"] = "v1,bm9wZQ==\t" + headers["webhook-signature"]
+    with pytest.raises((WebhookVerificationError, ValueError)):  # it splits on " " too
+        ClockedWebhook(SECRET, lambda: 1000).verify(BODY, headers)
+    with pytest.raises(WebhookInvalid):
+        billing.verify(keys, headers, BODY, 1000)

@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.errors import LinkExpired, LinkInvalid
-from gateway.signing import PageTokens, link_sig, make_link, verify_link
+from gateway.signing import PageTokens, link_id, link_sig, make_link, verify_link
 
 SECRET = "cabinet-secret"
 NOW = 1764300000 - 600
@@ -136,3 +136,65 @@ def test_link_carries_its_expiry_and_an_id_of_its_signature():
     other = verify_link(args(make_link(SECRET, "dem001", "6", None, NOW + 61)), SECRET, NOW,
                         1800)
     assert one.expires == NOW + 60 and one.link_id and one.link_id != other.link_id
+
+
+def test_link_id_is_the_first_128_bits_of_the_signatures_sha256():
+    # Orders store it and LINK_MAX_ORDERS counts by it: it must not change between releases.
+    # printf %s 3940…1f8e | sha256sum | cut -c1-32
+    sig = "3940104bb00b50a89cbe7510cf39474953c0d98e82f95af6901fa8a4bbe11f8e"
+    assert link_id(sig) == "f0f72354ef0be95ba5b1b2ebdf4422a0"
+
+
+def signed(login="dem001", account="6", amount=None, expires=NOW + 60):
+    """A correctly signed query, even for values make_link would not produce."""
+    query = {"login": login, "account": account, "expires": str(expires)}
+    if amount is not None:
+        query["amount"] = amount
+    query["sig"] = link_sig(SECRET, login, account, amount, expires)
+    return args(query)
+
+
+def test_each_refusal_says_why_for_the_log():
+    # The reason is what gateway_error logs; the page shows only invalid or expired.
+    cases = [
+        ({**signed(), "login": ["dem001", "dem001"]}, LinkInvalid, "repeated login"),
+        ({**signed(), "sig": ["a", "b"]}, LinkInvalid, "repeated sig"),
+        (signed(login="dem 001"), LinkInvalid, "malformed login"),
+        (signed(account="6a"), LinkInvalid, "malformed account"),
+        ({**signed(), "expires": ["soon"]}, LinkInvalid, "malformed expires"),
+        ({**signed(), "sig": ["F" * 64]}, LinkInvalid, "malformed sig"),
+        (signed(amount=""), LinkInvalid, "malformed amount"),
+        (signed(amount="1" * 33), LinkInvalid, "malformed amount"),
+        ({**signed(), "sig": ["0" * 64]}, LinkInvalid, "signature mismatch"),
+        (signed(expires=NOW - 1), LinkExpired, "link expired"),
+        (signed(expires=NOW + 1801), LinkInvalid, "link expires too far in the future"),
+    ]
+    for query, error, reason in cases:
+        with pytest.raises(error) as raised:
+            verify_link(query, SECRET, NOW, 1800)
+        assert str(raised.value) == reason
+
+
+def test_an_empty_signed_amount_is_malformed_not_a_link_without_amount():
+    # "" and no amount sign the same text; only the check of the value itself tells them apart.
+    with pytest.raises(LinkInvalid, match="malformed amount"):
+        verify_link(signed(amount=""), SECRET, NOW, 1800)
+
+
+def test_a_signed_amount_of_32_characters_passes_to_the_amount_rules():
+    assert verify_link(signed(amount="1" * 32), SECRET, NOW, 1800).amount == "1" * 32
+
+
+def test_a_page_token_lives_the_links_lifetime_by_default():
+    clock = [1000.0]
+    tokens = PageTokens("k" * 32, 60, lambda: clock[0])
+    token = tokens.dumps("confirm", {"l": "dem001"})
+    clock[0] += 60
+    assert tokens.loads("confirm", token) == {"l": "dem001"}
+    clock[0] += 1
+    with pytest.raises(LinkExpired) as raised:
+        tokens.loads("confirm", token)
+    assert str(raised.value) == "token expired"
+    with pytest.raises(LinkInvalid) as raised:
+        tokens.loads("confirm", None)
+    assert str(raised.value) == "token invalid"
