@@ -1,5 +1,6 @@
 """The outbox and its worker, with a fake billing that records calls and a clock we move."""
 
+import contextlib
 import json
 import logging
 
@@ -7,7 +8,7 @@ import pytest
 from conftest import NOW, callback_fields, hand_off, pay_order, send_callback
 
 from gateway import billing
-from gateway.delivery import Deliverer, backoff, retry_after
+from gateway.delivery import SEND_WINDOW, Deliverer, backoff, retry_after
 from gateway.errors import TransportError
 from gateway.http import Reply
 
@@ -20,7 +21,8 @@ class FakeBilling:
         self.calls = []
 
     def post(self, url, *, data=None, headers=None, timeout=None):
-        self.calls.append({"url": url, "body": data.decode(), "headers": headers})
+        self.calls.append({"url": url, "body": data.decode(), "headers": headers,
+                           "timeout": timeout})
         answer = self.script.pop(0) if self.script else 204
         if isinstance(answer, Exception):
             raise answer
@@ -305,15 +307,18 @@ def test_a_batch_stops_at_the_first_failure_and_gives_the_rest_back(client, app,
     assert len(fake.calls) == 3
 
 
-def test_a_batch_starts_no_send_after_its_window(client, app, store, deliverer, clock):
+@pytest.mark.parametrize("seconds", [2, SEND_WINDOW])
+def test_a_batch_starts_no_send_after_its_window(client, app, store, deliverer, clock,
+                                                 seconds):
     class SlowBilling(FakeBilling):
         def post(self, url, **kwargs):
-            clock.advance(2)  # each send takes 2 s of the clock
+            clock.advance(seconds)  # each send takes this long
             return super().post(url, **kwargs)
 
     fake = use(deliverer, SlowBilling())
     pay_orders(client, app, 3)
-    assert len(deliverer.run_batch()) == 2  # sends at 0 s and 2 s; 4 s is past the window
+    # the second send starts within the window (or at its very end); the third is past it
+    assert len(deliverer.run_batch()) == 2
     assert len(fake.calls) == 2
     assert deliverer.run_batch() and len(fake.calls) == 3
 
@@ -503,3 +508,39 @@ def test_a_claimer_of_another_boot_judges_the_lease_by_the_wall_clock(client, ap
     assert other_boot.run_batch() == {}
     clock.step(60)
     assert list(other_boot.run_batch().values()) == ["delivered"]
+
+
+class SlowCommits:
+    """The real store, whose claim transaction takes `seconds` of the clock to commit."""
+
+    def __init__(self, store, clock, seconds):
+        self.store, self.clock, self.seconds = store, clock, seconds
+
+    @contextlib.contextmanager
+    def write(self):
+        with self.store.write() as tx:
+            yield tx
+        self.clock.advance(self.seconds)
+        self.seconds = 0  # the settle afterwards is quick
+
+    def read(self):
+        return self.store.read()
+
+
+@pytest.mark.parametrize("commit, budget", [(0, 10), (5, 7.5), (10 + SEND_WINDOW, None),
+                                            (20, None)])
+def test_a_late_first_send_gets_only_the_time_left_in_its_lease(client, app, store, deliverer,
+                                                               clock, commit, budget):
+    fake = use(deliverer, FakeBilling())
+    pay_order(client, app)
+    deliverer.timeout = 10  # the lease is 17.5 s; every send must end 5 s before it
+    deliverer.lease = 10 + SEND_WINDOW + 5
+    deliverer.store = SlowCommits(store, clock, commit)
+    outcomes = list(deliverer.run_batch().values())
+    assert [call["timeout"] for call in fake.calls] == ([] if budget is None else [budget])
+    [row] = store.read().attempts(events(store)[0]["event_id"])
+    assert outcomes == [row["outcome"]] == ["delivered" if budget else "failed"]
+    if budget is None:  # nothing sent: an ordinary failed attempt, retried after the backoff
+        [event] = events(store)
+        assert event["status"] == "pending" and event["next_attempt_at"] == clock() + 10
+        assert row["http_status"] is None and event["last_error"] == row["error"]
