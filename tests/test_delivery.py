@@ -1,6 +1,7 @@
 """The outbox and its worker, with a fake billing that records calls and a clock we move."""
 
 import contextlib
+import email.utils
 import json
 import logging
 
@@ -129,17 +130,26 @@ def test_jitter_stays_within_a_fifth_and_under_an_hour():
     assert backoff(10, 30, lambda: 0.999999) == 3600
 
 
+@pytest.mark.parametrize("value", ["120", email.utils.formatdate(NOW + 120, usegmt=True)])
 @pytest.mark.parametrize("status", [429, 503])
-def test_retry_after_is_honoured(client, app, store, deliverer, clock, status):
-    use(deliverer, FakeBilling(Reply(status, {"Retry-After": "120"}, "")))
+def test_retry_after_is_honoured(client, app, store, deliverer, clock, status, value):
+    use(deliverer, FakeBilling(Reply(status, {"Retry-After": value}, "")))
     pay_order(client, app)
     deliverer.drain()
     assert events(store)[0]["next_attempt_at"] - clock() == pytest.approx(120)
 
 
-def test_retry_after_as_a_date():
-    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412420) == 60
-    assert retry_after("soon", 0) is None and retry_after(None, 0) is None
+@pytest.mark.parametrize("value, now, wait", [
+    ("Wed, 21 Oct 2015 07:28:00 GMT", 1445412420, 60),
+    ("Wed, 21 Oct 2015 07:28:00 GMT", 1445412540, 0),  # a date gone by means now
+    # no zone ("-0000" or none at all): a local time somewhere, not a moment we can place
+    ("Wed, 21 Oct 2015 07:28:00 -0000", 1445412420, None),
+    ("Wed, 21 Oct 2015 07:28:00", 1445412420, None),
+    ("soon", 0, None),
+    (None, 0, None),
+])
+def test_retry_after_as_a_date(value, now, wait):
+    assert retry_after(value, now) == wait
 
 
 @pytest.mark.parametrize("value", ["\u00b2", "\u0663", "1\u00b9", "-5", "1.5"])
