@@ -9,7 +9,7 @@ import pytest
 from conftest import NOW, callback_fields, hand_off, pay_order, send_callback
 
 from gateway import billing
-from gateway.delivery import SEND_WINDOW, Deliverer, backoff, retry_after
+from gateway.delivery import SEND_WINDOW, Deliverer, backoff, retry_after, settle
 from gateway.errors import TransportError
 from gateway.http import Reply
 
@@ -518,6 +518,31 @@ def test_a_claimer_of_another_boot_judges_the_lease_by_the_wall_clock(client, ap
     assert other_boot.run_batch() == {}
     clock.step(60)
     assert list(other_boot.run_batch().values()) == ["delivered"]
+
+
+UNTIL = NOW + 3 * 86400  # the event's retry window ends here
+
+
+@pytest.mark.parametrize("outcome, error, asked, now, base, changes", [
+    ("delivered", None, None, NOW, 10,
+     {"status": "delivered", "delivered_at": NOW, "last_error": None}),
+    ("gone", "HTTP 410", None, NOW, 10, {"status": "dead", "last_error": "HTTP 410"}),
+    ("failed", "HTTP 500", None, UNTIL, 10, {"status": "dead", "last_error": "HTTP 500"}),
+    ("failed", "HTTP 500", None, NOW, 10, {"next_attempt_at": NOW + 10,
+                                           "last_error": "HTTP 500"}),
+    ("failed", "HTTP 503", 120, NOW, 10, {"next_attempt_at": NOW + 120,
+                                          "last_error": "HTTP 503"}),
+    # "Retry-After: 0" waits a second (or the base, if shorter), never a busy loop
+    ("failed", "HTTP 503", 0, NOW, 10, {"next_attempt_at": NOW + 1, "last_error": "HTTP 503"}),
+    ("failed", "HTTP 503", 0, NOW, 0.2, {"next_attempt_at": NOW + 0.2,
+                                         "last_error": "HTTP 503"}),
+    ("failed", "HTTP 503", 7200, UNTIL - 60, 10, {"next_attempt_at": UNTIL,
+                                                  "last_error": "HTTP 503"}),
+])
+def test_an_attempts_outcome_decides_the_columns_its_event_gets(outcome, error, asked, now,
+                                                                base, changes):
+    event = {"attempts": 1, "retry_until": UNTIL}
+    assert settle(event, outcome, error, asked, now, base, lambda: 0.5) == changes
 
 
 class SlowCommits:
