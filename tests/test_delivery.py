@@ -105,11 +105,16 @@ def test_every_non_2xx_but_410_is_retried(client, app, store, deliverer, clock, 
 
 def test_410_makes_the_event_dead_with_one_error_line(client, app, store, deliverer, caplog):
     use(deliverer, FakeBilling(410))
-    pay_order(client, app)
+    query = pay_order(client, app)
     with caplog.at_level(logging.ERROR, logger="gateway.delivery"):
         deliverer.drain()
-    assert events(store)[0]["status"] == "dead"
-    assert len([r for r in caplog.records if "dead" in r.getMessage()]) == 1
+    [event] = events(store)
+    # "HTTP <status>" first, as for every other status: ops filter last_error on it
+    assert event["status"] == "dead" and event["last_error"].startswith("HTTP 410")
+    [line] = [r for r in caplog.records if "dead" in r.getMessage()]
+    assert line.levelname == "ERROR"
+    for carried in (event["event_id"], query["order_id"], event["last_error"]):
+        assert carried in line.getMessage()
 
 
 def test_backoff_doubles_from_the_base_capped_at_an_hour(client, app, store, deliverer,
