@@ -9,7 +9,7 @@ import pytest
 from conftest import NOW, callback_fields, hand_off, pay_order, send_callback
 
 from gateway import billing
-from gateway.delivery import SEND_WINDOW, Deliverer, backoff, retry_after, settle
+from gateway.delivery import SEND_WINDOW, Deliverer, backoff, boot_id, retry_after, settle
 from gateway.errors import TransportError
 from gateway.http import Reply
 
@@ -525,6 +525,14 @@ def test_a_claimer_of_another_boot_judges_the_lease_by_the_wall_clock(client, ap
     assert list(other_boot.run_batch().values()) == ["delivered"]
 
 
+@pytest.mark.parametrize("text, expected", [("8d2f-41\n", "8d2f-41"), ("", None), (None, None)])
+def test_boot_id_is_the_files_text_or_none(tmp_path, text, expected):
+    path = tmp_path / "boot_id"
+    if text is not None:
+        path.write_text(text)
+    assert boot_id(str(path)) == expected
+
+
 UNTIL = NOW + 3 * 86400  # the event's retry window ends here
 
 
@@ -548,6 +556,26 @@ def test_an_attempts_outcome_decides_the_columns_its_event_gets(outcome, error, 
                                                                 base, changes):
     event = {"attempts": 1, "retry_until": UNTIL}
     assert settle(event, outcome, error, asked, now, base, lambda: 0.5) == changes
+
+
+@pytest.mark.parametrize("boot", ["boot-a", None])
+def test_a_claim_leases_the_event_by_both_clocks_of_its_boot(client, app, store, clock, boot):
+    seen = {}
+
+    class Peeking(FakeBilling):
+        def post(self, url, **kwargs):
+            seen.update(store.read().events()[0])
+            return super().post(url, **kwargs)
+
+    sender = Deliverer(store, Peeking(), url="x", keys=app.extensions["deliverer"].keys,
+                       clock=clock, retry_base=10, timeout=10, monotonic=clock.monotonic,
+                       boot=boot)
+    pay_order(client, app)
+    now, mono = clock(), clock.monotonic()
+    assert list(sender.drain().values()) == ["delivered"]
+    assert seen["lease_owner"].startswith(sender.name + "/")
+    assert (seen["lease_until"], seen["lease_boot"], seen["lease_mono"]) == (
+        now + sender.lease, boot or boot_id(), mono + sender.lease)
 
 
 class SlowCommits:
