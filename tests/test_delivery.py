@@ -578,6 +578,17 @@ def test_a_claim_leases_the_event_by_both_clocks_of_its_boot(client, app, store,
         now + sender.lease, boot or boot_id(), mono + sender.lease)
 
 
+def test_a_batch_passes_its_crash_points_in_order(client, app, deliverer, monkeypatch):
+    passed = []
+    monkeypatch.setattr("gateway.delivery.crash_point", passed.append)
+    use(deliverer, FakeBilling())
+    pay_orders(client, app, 2)
+    deliverer.run_batch()
+    assert passed == ["delivery.claim", "delivery.after_post", "delivery.after_post"]
+    passed.clear()
+    assert deliverer.run_batch() == {} and passed == []  # nothing claimed, no crash point
+
+
 class SlowCommits:
     """The real store, whose claim transaction takes `seconds` of the clock to commit."""
 
