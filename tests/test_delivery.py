@@ -589,6 +589,20 @@ def test_a_batch_passes_its_crash_points_in_order(client, app, deliverer, monkey
     assert deliverer.run_batch() == {} and passed == []  # nothing claimed, no crash point
 
 
+@pytest.mark.parametrize("answer, columns", [
+    (500, (500, "failed", "HTTP 500")),
+    (TransportError("ConnectTimeout"), (None, "failed", "ConnectTimeout")),
+    (204, (204, "delivered", None)),
+])
+def test_an_attempt_row_records_its_status_outcome_and_error(client, app, store, deliverer,
+                                                            answer, columns):
+    use(deliverer, FakeBilling(answer))
+    pay_order(client, app)
+    deliverer.drain()
+    [row] = store.read().attempts(events(store)[0]["event_id"])
+    assert (row["http_status"], row["outcome"], row["error"]) == columns
+
+
 class SlowCommits:
     """The real store, whose claim transaction takes `seconds` of the clock to commit."""
 
