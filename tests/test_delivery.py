@@ -637,3 +637,41 @@ def test_a_late_first_send_gets_only_the_time_left_in_its_lease(client, app, sto
         [event] = events(store)
         assert event["status"] == "pending" and event["next_attempt_at"] == clock() + 10
         assert row["http_status"] is None and event["last_error"] == row["error"]
+
+
+def paused_past_its_lease(deliverer, clock, runner, answer, times):
+    """A billing whose first `times` sends outlast the lease while ops retry the event."""
+
+    class Paused(FakeBilling):
+        def post(self, url, **kwargs):
+            if len(self.calls) < times:
+                clock.advance(deliverer.lease + 1)  # the worker was stopped (SIGSTOP, swap)
+                event_id = kwargs["headers"]["webhook-id"]
+                assert runner.invoke(args=["events", "retry", event_id]).exit_code == 0
+            return super().post(url, **kwargs)
+
+    return use(deliverer, Paused(*[answer] * 10))
+
+
+def test_a_lost_lease_is_one_warning_naming_event_and_order(client, app, store, deliverer,
+                                                            clock, runner, caplog):
+    paused_past_its_lease(deliverer, clock, runner, 410, times=1)
+    query = pay_order(client, app)
+    [event] = events(store)
+    caplog.clear()
+    deliverer.run_batch()
+    lines = [r for r in caplog.records if r.name == "gateway.delivery"]
+    # the retry's fresh generation wins: not dead, and no "dead" line either
+    assert events(store)[0]["status"] == "pending"
+    assert [r.levelname for r in lines] == ["WARNING"] and "lease lost" in lines[0].getMessage()
+    assert event["event_id"] in lines[0].getMessage()
+    assert query["order_id"] in lines[0].getMessage()
+
+
+def test_a_drain_ends_when_an_event_it_attempted_comes_back(client, app, store, deliverer,
+                                                            clock, runner):
+    # each send outlives its lease and is retried by ops: the event is due again at once
+    fake = paused_past_its_lease(deliverer, clock, runner, 204, times=5)
+    pay_order(client, app)
+    assert list(deliverer.drain().values()) == ["delivered"]
+    assert len(fake.calls) == 2  # it ends where it meets the event again, not 6 sends later
