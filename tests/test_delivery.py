@@ -4,6 +4,7 @@ import contextlib
 import email.utils
 import json
 import logging
+import sqlite3
 
 import pytest
 from conftest import NOW, callback_fields, hand_off, pay_order, send_callback
@@ -675,3 +676,68 @@ def test_a_drain_ends_when_an_event_it_attempted_comes_back(client, app, store, 
     pay_order(client, app)
     assert list(deliverer.drain().values()) == ["delivered"]
     assert len(fake.calls) == 2  # it ends where it meets the event again, not 6 sends later
+
+
+class OneRound:
+    """The worker's wake-up event: records how long the worker would sleep, then stops it."""
+
+    def __init__(self, deliverer):
+        self.deliverer, self.waits = deliverer, []
+        deliverer._wake = self
+
+    def wait(self, timeout):
+        self.waits.append(timeout)
+        self.deliverer.stop()
+
+    def set(self):
+        pass
+
+    def clear(self):
+        pass
+
+
+def test_an_idle_worker_looks_again_every_second(app, deliverer):
+    rounds = OneRound(deliverer)
+    deliverer.run_forever()
+    assert rounds.waits == [1.0]
+
+
+@pytest.mark.parametrize("overdue, wait", [(0, 10), (5, 0)])
+def test_the_worker_sleeps_until_the_next_event_is_due(client, app, deliverer, clock,
+                                                       overdue, wait):
+    # billing refuses the first order's event (10 s of backoff); the second order's, not
+    # tried in that round, is due since it was written (overdue seconds ago)
+    use(deliverer, FakeBilling(500))
+    pay_order(client, app, transaction_id="70001")
+    if overdue:
+        pay_order(client, app, transaction_id="70002")
+        clock.advance(overdue)
+    rounds = OneRound(deliverer)
+    deliverer.run_forever(poll=60)
+    assert rounds.waits == [wait]
+
+
+class LockedStore:
+    """A store another process keeps locked."""
+
+    def write(self):
+        raise sqlite3.OperationalError("database is locked")
+
+    read = write
+
+
+@pytest.mark.parametrize("fault, text", [("store", "database is locked"),
+                                         ("bug", "ValueError: a bug")])
+def test_a_worker_round_that_fails_is_one_error_line_and_the_worker_goes_on(
+        client, app, deliverer, caplog, fault, text):
+    if fault == "store":
+        deliverer.store = LockedStore()
+    else:
+        use(deliverer, FakeBilling(ValueError("a bug")))
+        pay_order(client, app)
+    rounds = OneRound(deliverer)
+    caplog.clear()
+    deliverer.run_forever(poll=5)
+    [line] = [r for r in caplog.records if r.name == "gateway.delivery"]
+    assert line.levelname == "ERROR" and text in logging.Formatter().format(line)
+    assert rounds.waits == [5]  # and it tries again after a poll
