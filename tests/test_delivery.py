@@ -5,6 +5,7 @@ import email.utils
 import json
 import logging
 import sqlite3
+import threading
 
 import pytest
 from conftest import NOW, callback_fields, hand_off, pay_order, send_callback
@@ -741,3 +742,20 @@ def test_a_worker_round_that_fails_is_one_error_line_and_the_worker_goes_on(
     [line] = [r for r in caplog.records if r.name == "gateway.delivery"]
     assert line.levelname == "ERROR" and text in logging.Formatter().format(line)
     assert rounds.waits == [5]  # and it tries again after a poll
+
+
+def test_start_runs_the_worker_in_a_daemon_thread_named_for_it(client, app, deliverer):
+    sent_from = []
+
+    class Stopping(FakeBilling):
+        def post(self, url, **kwargs):
+            sent_from.append(threading.current_thread())
+            deliverer.stop()
+            return super().post(url, **kwargs)
+
+    use(deliverer, Stopping())
+    pay_order(client, app)
+    thread = deliverer.start()
+    thread.join(10)
+    assert not thread.is_alive() and sent_from == [thread]
+    assert thread.daemon and thread.name == "billing-delivery"
