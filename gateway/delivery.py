@@ -161,11 +161,11 @@ class Deliverer:
                       event["event_id"], event["order_id"], event["attempts"], error)
         return outcomes
 
-    def attempt(self, event, ends=None):
+    def attempt(self, event, ends):
         """One POST of the event, over by the monotonic time `ends`: (outcome, HTTP status,
         error, wait asked for)."""
         now = self.clock()
-        budget = self.timeout if ends is None else min(self.timeout, ends - self.monotonic())
+        budget = min(self.timeout, ends - self.monotonic())
         if budget <= 0:
             return "failed", None, "no time left in the lease to send", None
         headers = billing.headers(self.keys, event["event_id"], now, event["body"])

@@ -1,13 +1,17 @@
 """The outbox and its worker, with a fake billing that records calls and a clock we move."""
 
+import contextlib
+import email.utils
 import json
 import logging
+import sqlite3
+import threading
 
 import pytest
 from conftest import NOW, callback_fields, hand_off, pay_order, send_callback
 
 from gateway import billing
-from gateway.delivery import Deliverer, backoff, retry_after
+from gateway.delivery import SEND_WINDOW, Deliverer, backoff, boot_id, retry_after, settle
 from gateway.errors import TransportError
 from gateway.http import Reply
 
@@ -20,7 +24,8 @@ class FakeBilling:
         self.calls = []
 
     def post(self, url, *, data=None, headers=None, timeout=None):
-        self.calls.append({"url": url, "body": data.decode(), "headers": headers})
+        self.calls.append({"url": url, "body": data.decode(), "headers": headers,
+                           "timeout": timeout})
         answer = self.script.pop(0) if self.script else 204
         if isinstance(answer, Exception):
             raise answer
@@ -102,11 +107,16 @@ def test_every_non_2xx_but_410_is_retried(client, app, store, deliverer, clock, 
 
 def test_410_makes_the_event_dead_with_one_error_line(client, app, store, deliverer, caplog):
     use(deliverer, FakeBilling(410))
-    pay_order(client, app)
+    query = pay_order(client, app)
     with caplog.at_level(logging.ERROR, logger="gateway.delivery"):
         deliverer.drain()
-    assert events(store)[0]["status"] == "dead"
-    assert len([r for r in caplog.records if "dead" in r.getMessage()]) == 1
+    [event] = events(store)
+    # "HTTP <status>" first, as for every other status: ops filter last_error on it
+    assert event["status"] == "dead" and event["last_error"].startswith("HTTP 410")
+    [line] = [r for r in caplog.records if "dead" in r.getMessage()]
+    assert line.levelname == "ERROR"
+    for carried in (event["event_id"], query["order_id"], event["last_error"]):
+        assert carried in line.getMessage()
 
 
 def test_backoff_doubles_from_the_base_capped_at_an_hour(client, app, store, deliverer,
@@ -127,17 +137,26 @@ def test_jitter_stays_within_a_fifth_and_under_an_hour():
     assert backoff(10, 30, lambda: 0.999999) == 3600
 
 
+@pytest.mark.parametrize("value", ["120", email.utils.formatdate(NOW + 120, usegmt=True)])
 @pytest.mark.parametrize("status", [429, 503])
-def test_retry_after_is_honoured(client, app, store, deliverer, clock, status):
-    use(deliverer, FakeBilling(Reply(status, {"Retry-After": "120"}, "")))
+def test_retry_after_is_honoured(client, app, store, deliverer, clock, status, value):
+    use(deliverer, FakeBilling(Reply(status, {"Retry-After": value}, "")))
     pay_order(client, app)
     deliverer.drain()
     assert events(store)[0]["next_attempt_at"] - clock() == pytest.approx(120)
 
 
-def test_retry_after_as_a_date():
-    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412420) == 60
-    assert retry_after("soon", 0) is None and retry_after(None, 0) is None
+@pytest.mark.parametrize("value, now, wait", [
+    ("Wed, 21 Oct 2015 07:28:00 GMT", 1445412420, 60),
+    ("Wed, 21 Oct 2015 07:28:00 GMT", 1445412540, 0),  # a date gone by means now
+    # no zone ("-0000" or none at all): a local time somewhere, not a moment we can place
+    ("Wed, 21 Oct 2015 07:28:00 -0000", 1445412420, None),
+    ("Wed, 21 Oct 2015 07:28:00", 1445412420, None),
+    ("soon", 0, None),
+    (None, 0, None),
+])
+def test_retry_after_as_a_date(value, now, wait):
+    assert retry_after(value, now) == wait
 
 
 @pytest.mark.parametrize("value", ["\u00b2", "\u0663", "1\u00b9", "-5", "1.5"])
@@ -305,15 +324,18 @@ def test_a_batch_stops_at_the_first_failure_and_gives_the_rest_back(client, app,
     assert len(fake.calls) == 3
 
 
-def test_a_batch_starts_no_send_after_its_window(client, app, store, deliverer, clock):
+@pytest.mark.parametrize("seconds", [2, SEND_WINDOW])
+def test_a_batch_starts_no_send_after_its_window(client, app, store, deliverer, clock,
+                                                 seconds):
     class SlowBilling(FakeBilling):
         def post(self, url, **kwargs):
-            clock.advance(2)  # each send takes 2 s of the clock
+            clock.advance(seconds)  # each send takes this long
             return super().post(url, **kwargs)
 
     fake = use(deliverer, SlowBilling())
     pay_orders(client, app, 3)
-    assert len(deliverer.run_batch()) == 2  # sends at 0 s and 2 s; 4 s is past the window
+    # the second send starts within the window (or at its very end); the third is past it
+    assert len(deliverer.run_batch()) == 2
     assert len(fake.calls) == 2
     assert deliverer.run_batch() and len(fake.calls) == 3
 
@@ -503,3 +525,237 @@ def test_a_claimer_of_another_boot_judges_the_lease_by_the_wall_clock(client, ap
     assert other_boot.run_batch() == {}
     clock.step(60)
     assert list(other_boot.run_batch().values()) == ["delivered"]
+
+
+@pytest.mark.parametrize("text, expected", [("8d2f-41\n", "8d2f-41"), ("", None), (None, None)])
+def test_boot_id_is_the_files_text_or_none(tmp_path, text, expected):
+    path = tmp_path / "boot_id"
+    if text is not None:
+        path.write_text(text)
+    assert boot_id(str(path)) == expected
+
+
+UNTIL = NOW + 3 * 86400  # the event's retry window ends here
+
+
+@pytest.mark.parametrize("outcome, error, asked, now, base, changes", [
+    ("delivered", None, None, NOW, 10,
+     {"status": "delivered", "delivered_at": NOW, "last_error": None}),
+    ("gone", "HTTP 410", None, NOW, 10, {"status": "dead", "last_error": "HTTP 410"}),
+    ("failed", "HTTP 500", None, UNTIL, 10, {"status": "dead", "last_error": "HTTP 500"}),
+    ("failed", "HTTP 500", None, NOW, 10, {"next_attempt_at": NOW + 10,
+                                           "last_error": "HTTP 500"}),
+    ("failed", "HTTP 503", 120, NOW, 10, {"next_attempt_at": NOW + 120,
+                                          "last_error": "HTTP 503"}),
+    # "Retry-After: 0" waits a second (or the base, if shorter), never a busy loop
+    ("failed", "HTTP 503", 0, NOW, 10, {"next_attempt_at": NOW + 1, "last_error": "HTTP 503"}),
+    ("failed", "HTTP 503", 0, NOW, 0.2, {"next_attempt_at": NOW + 0.2,
+                                         "last_error": "HTTP 503"}),
+    ("failed", "HTTP 503", 7200, UNTIL - 60, 10, {"next_attempt_at": UNTIL,
+                                                  "last_error": "HTTP 503"}),
+])
+def test_an_attempts_outcome_decides_the_columns_its_event_gets(outcome, error, asked, now,
+                                                                base, changes):
+    event = {"attempts": 1, "retry_until": UNTIL}
+    assert settle(event, outcome, error, asked, now, base, lambda: 0.5) == changes
+
+
+@pytest.mark.parametrize("boot", ["boot-a", None])
+def test_a_claim_leases_the_event_by_both_clocks_of_its_boot(client, app, store, clock, boot):
+    seen = {}
+
+    class Peeking(FakeBilling):
+        def post(self, url, **kwargs):
+            seen.update(store.read().events()[0])
+            return super().post(url, **kwargs)
+
+    sender = Deliverer(store, Peeking(), url="x", keys=app.extensions["deliverer"].keys,
+                       clock=clock, retry_base=10, timeout=10, monotonic=clock.monotonic,
+                       boot=boot)
+    pay_order(client, app)
+    now, mono = clock(), clock.monotonic()
+    assert list(sender.drain().values()) == ["delivered"]
+    assert seen["lease_owner"].startswith(sender.name + "/")
+    assert (seen["lease_until"], seen["lease_boot"], seen["lease_mono"]) == (
+        now + sender.lease, boot or boot_id(), mono + sender.lease)
+
+
+def test_a_batch_passes_its_crash_points_in_order(client, app, deliverer, monkeypatch):
+    passed = []
+    monkeypatch.setattr("gateway.delivery.crash_point", passed.append)
+    use(deliverer, FakeBilling())
+    pay_orders(client, app, 2)
+    deliverer.run_batch()
+    assert passed == ["delivery.claim", "delivery.after_post", "delivery.after_post"]
+    passed.clear()
+    assert deliverer.run_batch() == {} and passed == []  # nothing claimed, no crash point
+
+
+@pytest.mark.parametrize("answer, columns", [
+    (500, (500, "failed", "HTTP 500")),
+    (TransportError("ConnectTimeout"), (None, "failed", "ConnectTimeout")),
+    (204, (204, "delivered", None)),
+])
+def test_an_attempt_row_records_its_status_outcome_and_error(client, app, store, deliverer,
+                                                            answer, columns):
+    use(deliverer, FakeBilling(answer))
+    pay_order(client, app)
+    deliverer.drain()
+    [row] = store.read().attempts(events(store)[0]["event_id"])
+    assert (row["http_status"], row["outcome"], row["error"]) == columns
+
+
+class SlowCommits:
+    """The real store, whose claim transaction takes `seconds` of the clock to commit."""
+
+    def __init__(self, store, clock, seconds):
+        self.store, self.clock, self.seconds = store, clock, seconds
+
+    @contextlib.contextmanager
+    def write(self):
+        with self.store.write() as tx:
+            yield tx
+        self.clock.advance(self.seconds)
+        self.seconds = 0  # the settle afterwards is quick
+
+    def read(self):
+        return self.store.read()
+
+
+@pytest.mark.parametrize("commit, budget", [(0, 10), (5, 7.5), (10 + SEND_WINDOW, None),
+                                            (20, None)])
+def test_a_late_first_send_gets_only_the_time_left_in_its_lease(client, app, store, deliverer,
+                                                               clock, commit, budget):
+    fake = use(deliverer, FakeBilling())
+    pay_order(client, app)
+    deliverer.timeout = 10  # the lease is 17.5 s; every send must end 5 s before it
+    deliverer.lease = 10 + SEND_WINDOW + 5
+    deliverer.store = SlowCommits(store, clock, commit)
+    outcomes = list(deliverer.run_batch().values())
+    assert [call["timeout"] for call in fake.calls] == ([] if budget is None else [budget])
+    [row] = store.read().attempts(events(store)[0]["event_id"])
+    assert outcomes == [row["outcome"]] == ["delivered" if budget else "failed"]
+    if budget is None:  # nothing sent: an ordinary failed attempt, retried after the backoff
+        [event] = events(store)
+        assert event["status"] == "pending" and event["next_attempt_at"] == clock() + 10
+        assert row["http_status"] is None and event["last_error"] == row["error"]
+
+
+def paused_past_its_lease(deliverer, clock, runner, answer, times):
+    """A billing whose first `times` sends outlast the lease while ops retry the event."""
+
+    class Paused(FakeBilling):
+        def post(self, url, **kwargs):
+            if len(self.calls) < times:
+                clock.advance(deliverer.lease + 1)  # the worker was stopped (SIGSTOP, swap)
+                event_id = kwargs["headers"]["webhook-id"]
+                assert runner.invoke(args=["events", "retry", event_id]).exit_code == 0
+            return super().post(url, **kwargs)
+
+    return use(deliverer, Paused(*[answer] * 10))
+
+
+def test_a_lost_lease_is_one_warning_naming_event_and_order(client, app, store, deliverer,
+                                                            clock, runner, caplog):
+    paused_past_its_lease(deliverer, clock, runner, 410, times=1)
+    query = pay_order(client, app)
+    [event] = events(store)
+    caplog.clear()
+    deliverer.run_batch()
+    lines = [r for r in caplog.records if r.name == "gateway.delivery"]
+    # the retry's fresh generation wins: not dead, and no "dead" line either
+    assert events(store)[0]["status"] == "pending"
+    assert [r.levelname for r in lines] == ["WARNING"] and "lease lost" in lines[0].getMessage()
+    assert event["event_id"] in lines[0].getMessage()
+    assert query["order_id"] in lines[0].getMessage()
+
+
+def test_a_drain_ends_when_an_event_it_attempted_comes_back(client, app, store, deliverer,
+                                                            clock, runner):
+    # each send outlives its lease and is retried by ops: the event is due again at once
+    fake = paused_past_its_lease(deliverer, clock, runner, 204, times=5)
+    pay_order(client, app)
+    assert list(deliverer.drain().values()) == ["delivered"]
+    assert len(fake.calls) == 2  # it ends where it meets the event again, not 6 sends later
+
+
+class OneRound:
+    """The worker's wake-up event: records how long the worker would sleep, then stops it."""
+
+    def __init__(self, deliverer):
+        self.deliverer, self.waits = deliverer, []
+        deliverer._wake = self
+
+    def wait(self, timeout):
+        self.waits.append(timeout)
+        self.deliverer.stop()
+
+    def set(self):
+        pass
+
+    def clear(self):
+        pass
+
+
+def test_an_idle_worker_looks_again_every_second(app, deliverer):
+    rounds = OneRound(deliverer)
+    deliverer.run_forever()
+    assert rounds.waits == [1.0]
+
+
+@pytest.mark.parametrize("overdue, wait", [(0, 10), (5, 0)])
+def test_the_worker_sleeps_until_the_next_event_is_due(client, app, deliverer, clock,
+                                                       overdue, wait):
+    # billing refuses the first order's event (10 s of backoff); the second order's, not
+    # tried in that round, is due since it was written (overdue seconds ago)
+    use(deliverer, FakeBilling(500))
+    pay_order(client, app, transaction_id="70001")
+    if overdue:
+        pay_order(client, app, transaction_id="70002")
+        clock.advance(overdue)
+    rounds = OneRound(deliverer)
+    deliverer.run_forever(poll=60)
+    assert rounds.waits == [wait]
+
+
+class LockedStore:
+    """A store another process keeps locked."""
+
+    def write(self):
+        raise sqlite3.OperationalError("database is locked")
+
+    read = write
+
+
+@pytest.mark.parametrize("fault, text", [("store", "database is locked"),
+                                         ("bug", "ValueError: a bug")])
+def test_a_worker_round_that_fails_is_one_error_line_and_the_worker_goes_on(
+        client, app, deliverer, caplog, fault, text):
+    if fault == "store":
+        deliverer.store = LockedStore()
+    else:
+        use(deliverer, FakeBilling(ValueError("a bug")))
+        pay_order(client, app)
+    rounds = OneRound(deliverer)
+    caplog.clear()
+    deliverer.run_forever(poll=5)
+    [line] = [r for r in caplog.records if r.name == "gateway.delivery"]
+    assert line.levelname == "ERROR" and text in logging.Formatter().format(line)
+    assert rounds.waits == [5]  # and it tries again after a poll
+
+
+def test_start_runs_the_worker_in_a_daemon_thread_named_for_it(client, app, deliverer):
+    sent_from = []
+
+    class Stopping(FakeBilling):
+        def post(self, url, **kwargs):
+            sent_from.append(threading.current_thread())
+            deliverer.stop()
+            return super().post(url, **kwargs)
+
+    use(deliverer, Stopping())
+    pay_order(client, app)
+    thread = deliverer.start()
+    thread.join(10)
+    assert not thread.is_alive() and sent_from == [thread]
+    assert thread.daemon and thread.name == "billing-delivery"
