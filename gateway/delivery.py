@@ -178,8 +178,10 @@ class Deliverer:
         return outcome, reply.status, error, asked
 
     def drain(self):
-        """Attempt the events due now, each once at most, until billing refuses one (it is
-        down or struggling: the rest wait for the next round); returns the outcomes by event.
+        """Attempt the events due now until billing refuses one (it is down or struggling:
+        the rest wait for the next round) or an event comes round a second time (its lease was
+        lost mid-send and it was claimed again: sent twice, which billing de-duplicates by
+        webhook-id); returns each event's first outcome.
         """
         outcomes = {}
         while batch := self.run_batch():
