@@ -2,8 +2,9 @@
 
 mutmut 3 keeps each mutant's exit code in mutants/<path>.meta (JSON); this reads those files
 rather than mutmut's own summary, which counts all modules together. A survivor named in
-docs/mutation.md is marked "explained" (an equivalent mutant, with its reason there); any
-other survivor is "NEW" and needs a test or an explanation. The score is the usual mutation
+docs/mutation.md is "equivalent" (with its reason there) or, under the "Accepted survivors"
+heading, "accepted" (a real but harmless difference, with why); any other survivor is "NEW"
+and needs a test or an explanation. The score is the usual mutation
 score, killed / (total - equivalent): an equivalent mutant cannot be killed by any test, so it
 leaves the denominator, and only by being named with its reason in docs/mutation.md.
 `--diff` prints each survivor's diff (via `mutmut show`). Exit status 1 when any module has a
@@ -34,17 +35,24 @@ def load(module):
         return json.load(meta)["exit_code_by_key"]
 
 
+ACCEPTED = "## Accepted survivors"
+
+
 def explained():
-    """Mutant names docs/mutation.md mentions (each with the reason it is equivalent)."""
+    """docs/mutation.md as (equivalent part, accepted part): a mutant named in backquotes
+    before the ACCEPTED heading is equivalent (its reason beside it), after it accepted (a
+    real difference judged not worth a test: log wording, a random id's length)."""
     path = os.path.join(ROOT, "docs", "mutation.md")
     if not os.path.exists(path):
-        return ""
+        return "", ""
     with open(path, encoding="utf-8") as doc:
-        return doc.read()
+        text = doc.read()
+    equivalent, _, accepted = text.partition(ACCEPTED)
+    return equivalent, accepted
 
 
 def main(argv):
-    doc = explained()
+    doc, accepted = explained()
     failed = False
     rows, survivors = [], []
     for module in MODULES:
@@ -56,18 +64,20 @@ def main(argv):
         killed = sum(code in KILLED for code in codes.values())
         lost = sorted((name for name, code in codes.items() if code not in KILLED),
                       key=_natural)
-        new = [name for name in lost if f"`{name}`" not in doc]
-        equivalent = len(lost) - len(new)
+        marks = {name: "equivalent" if f"`{name}`" in doc else
+                 "accepted" if f"`{name}`" in accepted else "NEW" for name in lost}
+        new = [name for name in lost if marks[name] == "NEW"]
+        equivalent = sum(mark == "equivalent" for mark in marks.values())
         scored = len(codes) - equivalent
         share = killed / scored if scored else 1.0
         rows.append((module, killed, len(lost), len(codes), share, equivalent))
         for name in lost:
             kind = "no test ran" if codes[name] in NO_TESTS else (
                 "survived" if codes[name] in SURVIVED else f"exit {codes[name]}")
-            survivors.append((name, kind, "explained" if name not in new else "NEW"))
+            survivors.append((name, kind, marks[name]))
         if new or share < TARGET:
             failed = True
-    print(f"{'module':<12}{'killed':>8}{'survived':>10}{'explained':>11}{'total':>8}"
+    print(f"{'module':<12}{'killed':>8}{'survived':>10}{'equivalent':>11}{'total':>8}"
           f"{'raw %':>8}{'score':>8}")
     for module, killed, lost, total, share, known in rows:
         print(f"{module:<12}{killed:>8}{lost:>10}{known:>11}{total:>8}{killed / total:>8.1%}"
@@ -77,7 +87,8 @@ def main(argv):
         known = sum(r[5] for r in rows)
         print(f"{'all':<12}{killed:>8}{total - killed:>10}{known:>11}{total:>8}"
               f"{killed / total:>8.1%}{killed / (total - known):>8.1%}")
-    print(f"\nSurvivors ({len(survivors)}; 'explained' ones are in docs/mutation.md):")
+    print(f"\nSurvivors ({len(survivors)}; equivalent and accepted ones are named in "
+          "docs/mutation.md):")
     for name, kind, mark in survivors:
         print(f"  {name}  [{kind}, {mark}]")
         if "--diff" in argv:
