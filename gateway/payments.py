@@ -153,7 +153,7 @@ def transition(order, kind, held=(), total=None):
     if kind == "chargeback":
         if charged_back:
             return _review(f"second chargeback transaction for a {status} order")
-        return chargeback(order, held)
+        return chargeback(order)
     if charged_back and status not in UNPAID:
         return Decision("review", f"{status} -> chargeback: {BOTH_REVERSALS}",
                         effect="refunded", status="chargeback", review=BOTH_REVERSALS)
@@ -179,7 +179,7 @@ def refund(order, held, total):
                     refunded=after)
 
 
-def chargeback(order, held):
+def chargeback(order):
     """A chargeback takes back what is left; after a refund it is also a case for review."""
     status = order["status"]
     if status in UNPAID:
