@@ -273,7 +273,8 @@ def flag_replay(tx, order, prior, reason, now):
             tx.update_order(involved["order_id"], now,
                             review=append_review(involved["review"], now, note))
             flagged.append(involved["order_id"])
-    return f"; review for {', '.join(flagged)}" if flagged else ""
+    # Never empty: the prior transaction's order exists (transactions.order_id REFERENCES it).
+    return f"; review for {', '.join(flagged)}"
 
 
 def append_review(review, now, reason):
