@@ -101,13 +101,13 @@ def mismatches(order, cb, product_id, kind=None):
         total = parse_wire(cb.total)
     except AmountError:
         return problems + ["total is not an amount"]
-    amount = Decimal(order["amount"])
+    amount = Decimal(order["amount"])  # total parsed: a wire amount of 15 characters at most
     if kind == "refunded":  # a refund may be partial: more than nothing, at most the amount
         if not 0 < total <= amount:
-            problems.append(f"refund total {cb.total[:20]!r} is not within the order's"
+            problems.append(f"refund total {cb.total!r} is not within the order's"
                             f" {order['amount']}")
     elif total != amount:
-        problems.append(f"total {cb.total[:20]!r} differs from the order's {order['amount']}")
+        problems.append(f"total {cb.total!r} differs from the order's {order['amount']}")
     return problems
 
 
