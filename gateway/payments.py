@@ -364,7 +364,7 @@ _DIGEST = re.compile(r"[0-9a-fA-F]{32,}")
 
 
 def _unsigned(text):
-    return _DIGEST.sub("<hex>", text) if isinstance(text, str) else text
+    return _DIGEST.sub("<hex>", text)
 
 
 # What is kept of a stranger's callback body: enough to see what it was, not what it weighs.
