@@ -237,7 +237,7 @@ def apply_callback(store, cb, *, product_id, now, remote_addr, body, retry_for):
     indexes stand behind that, and a violation is a bug that rolls everything back.
     """
     with store.write() as tx:
-        order = tx.order(cb.order_id) if cb.order_id else None
+        order = tx.order(cb.order_id)  # None for an empty order_id too: ids are never empty
         prior = tx.transaction(cb.transaction_id, cb.transaction_type, cb.signed_text)
         # Only an unpaid order's reversals matter (held for its purchase); a paid one carries
         # its refunded sum and status, so the hot path of a paid order reads no more.
