@@ -101,13 +101,13 @@ def mismatches(order, cb, product_id, kind=None):
         total = parse_wire(cb.total)
     except AmountError:
         return problems + ["total is not an amount"]
-    amount = Decimal(order["amount"])
+    amount = Decimal(order["amount"])  # total parsed: a wire amount of 15 characters at most
     if kind == "refunded":  # a refund may be partial: more than nothing, at most the amount
         if not 0 < total <= amount:
-            problems.append(f"refund total {cb.total[:20]!r} is not within the order's"
+            problems.append(f"refund total {cb.total!r} is not within the order's"
                             f" {order['amount']}")
     elif total != amount:
-        problems.append(f"total {cb.total[:20]!r} differs from the order's {order['amount']}")
+        problems.append(f"total {cb.total!r} differs from the order's {order['amount']}")
     return problems
 
 
@@ -153,7 +153,7 @@ def transition(order, kind, held=(), total=None):
     if kind == "chargeback":
         if charged_back:
             return _review(f"second chargeback transaction for a {status} order")
-        return chargeback(order, held)
+        return chargeback(order)
     if charged_back and status not in UNPAID:
         return Decision("review", f"{status} -> chargeback: {BOTH_REVERSALS}",
                         effect="refunded", status="chargeback", review=BOTH_REVERSALS)
@@ -179,7 +179,7 @@ def refund(order, held, total):
                     refunded=after)
 
 
-def chargeback(order, held):
+def chargeback(order):
     """A chargeback takes back what is left; after a refund it is also a case for review."""
     status = order["status"]
     if status in UNPAID:
@@ -237,7 +237,7 @@ def apply_callback(store, cb, *, product_id, now, remote_addr, body, retry_for):
     indexes stand behind that, and a violation is a bug that rolls everything back.
     """
     with store.write() as tx:
-        order = tx.order(cb.order_id) if cb.order_id else None
+        order = tx.order(cb.order_id)  # None for an empty order_id too: ids are never empty
         prior = tx.transaction(cb.transaction_id, cb.transaction_type, cb.signed_text)
         # Only an unpaid order's reversals matter (held for its purchase); a paid one carries
         # its refunded sum and status, so the hot path of a paid order reads no more.
@@ -273,7 +273,8 @@ def flag_replay(tx, order, prior, reason, now):
             tx.update_order(involved["order_id"], now,
                             review=append_review(involved["review"], now, note))
             flagged.append(involved["order_id"])
-    return f"; review for {', '.join(flagged)}" if flagged else ""
+    # Never empty: the prior transaction's order exists (transactions.order_id REFERENCES it).
+    return f"; review for {', '.join(flagged)}"
 
 
 def append_review(review, now, reason):
@@ -363,7 +364,7 @@ _DIGEST = re.compile(r"[0-9a-fA-F]{32,}")
 
 
 def _unsigned(text):
-    return _DIGEST.sub("<hex>", text) if isinstance(text, str) else text
+    return _DIGEST.sub("<hex>", text)
 
 
 # What is kept of a stranger's callback body: enough to see what it was, not what it weighs.

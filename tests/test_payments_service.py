@@ -1,5 +1,6 @@
 """The money rules where they live: payments and the store on a real SQLite file, no Flask."""
 
+import json
 import os
 import shutil
 import sqlite3
@@ -14,8 +15,9 @@ from conftest import NOW, PRODUCT, SECRETS
 from flask.cli import FlaskGroup
 
 from gateway import chronopay, create_app, payments
+from gateway.billing import iso
 from gateway.db import SCHEMA, Store
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, LinkExhausted
 
 SECRET = SECRETS["CHRONOPAY_SHARED_SECRET"]
 
@@ -228,3 +230,107 @@ def test_a_database_of_the_previous_release_upgrades_in_place(tmp_path):
     assert store.read().order(PAID)["refunded"] == "300.00"
     assert store.read().count("events") == 5
     store.close()
+
+
+def test_one_cabinet_link_makes_at_most_max_orders_orders(store):
+    def confirm(nonce, link_id):
+        return payments.create_order(store, nonce=nonce, login="dem001", account="6",
+                                     amount=Decimal("1000.00"), now=NOW, link_id=link_id,
+                                     max_orders=2)
+
+    first = confirm("n0", "L1")
+    confirm("n1", "L1")
+    with pytest.raises(LinkExhausted):
+        confirm("n2", "L1")
+    # The same confirmation still yields its order; another link has its own count.
+    assert confirm("n0", "L1")["order_id"] == first["order_id"]
+    confirm("n3", "L2")
+    assert store.read().count("orders") == 3
+    assert first["order_id"].startswith("20251128-")  # NOW's UTC date, not today's
+
+
+def test_a_copy_of_a_transaction_with_other_signed_fields_is_a_duplicate(store):
+    # A transaction is its (transaction_id, transaction_type): a copy that signs another
+    # customer_id is the same money fact, not a second purchase of a paid order.
+    order = new_order(store)
+    apply(store, callback(order["order_id"]))
+    assert apply(store, callback(order["order_id"], customer_id="c-43")).verdict == "duplicate"
+    assert store.read().count("transactions") == 1 and store.read().order(
+        order["order_id"])["review"] is None
+
+
+def test_a_second_chargeback_while_one_is_held_is_review_not_held(store):
+    order = new_order(store)
+    assert apply(store, callback(order["order_id"], "90001", "chargeback")).verdict == "held"
+    assert apply(store, callback(order["order_id"], "90002", "chargeback")).verdict == "review"
+    assert store.read().count("transactions") == 2 and store.read().count("events") == 0
+
+
+def test_a_replay_sends_both_orders_to_review_and_the_journal_names_them(store):
+    victim, mine = new_order(store, "n1")["order_id"], new_order(store, "n2")["order_id"]
+    apply(store, callback(victim))
+    apply(store, callback(mine, "70009", total="999.00"))  # mine is in review already
+    earlier = store.read().order(mine)["review"]
+    assert apply(store, callback(victim) | {"order_id": mine}).verdict == "replay"
+    note = f"{iso(NOW)} replay: transaction belongs to order {victim}"
+    assert store.read().order(mine)["review"] == f"{earlier}\n{note}"
+    assert store.read().order(victim)["review"] == note
+    row = store.read().callbacks()[0]
+    assert (row["verdict"], row["reason"], row["remote_addr"]) == (
+        "replay", f"transaction belongs to order {victim}; review for {mine}, {victim}",
+        "127.0.0.1")
+
+
+def test_a_replay_naming_no_order_sends_the_genuine_one_to_review(store):
+    victim = new_order(store)["order_id"]
+    apply(store, callback(victim))
+    assert apply(store, callback(victim) | {"order_id": "nope"}).verdict == "replay"
+    assert store.read().callbacks()[0]["reason"] == (
+        f"transaction belongs to order {victim}; review for {victim}")
+    assert "replay" in store.read().order(victim)["review"]
+
+
+def test_reversals_held_for_a_purchase_apply_with_it_in_their_order(store):
+    order_id = new_order(store)["order_id"]
+    apply(store, callback(order_id, "80001", "Refund", "300.00"))
+    apply(store, callback(order_id, "90001", "chargeback"))
+    apply(store, callback(order_id))
+    reasons = [r["reason"] for r in reversed(store.read().callbacks())]
+    assert reasons == [
+        "refunded transaction for a pending order, held for its purchase",
+        "chargeback transaction for a pending order, held for its purchase",
+        "pending -> paid -> paid by the held 'Refund' -> chargeback by the held 'chargeback'",
+    ]
+    order = store.read().order(order_id)
+    assert (order["status"], order["refunded"]) == ("chargeback", "300.00")
+    assert order["review"] == f"{iso(NOW)} {payments.BOTH_REVERSALS}"
+    taken = {e["transaction_id"]: json.loads(e["body"])["data"] for e in store.read().events()}
+    assert {t: (d.get("refunded_amount"), d.get("remaining_amount"))
+            for t, d in taken.items()} == {
+        "70001": (None, None), "80001": ("300.00", "700.00"), "90001": ("700.00", "0.00")}
+
+
+def test_a_chargeback_event_takes_back_the_whole_amount_at_the_callbacks_time(store):
+    order_id = new_order(store)["order_id"]
+    apply(store, callback(order_id))
+    apply(store, callback(order_id, "90001", "chargeback"))
+    [event] = [e for e in store.read().events() if e["type"] == "payment.chargeback"]
+    body = json.loads(event["body"])
+    assert (event["transaction_id"], body["timestamp"]) == ("90001", iso(NOW))
+    assert (body["data"]["refunded_amount"], body["data"]["remaining_amount"]) == (
+        "1000.00", "0.00")
+
+
+def test_a_callback_reaches_its_crash_points_before_and_after_its_commit(store, monkeypatch):
+    # The crash suite kills the process at these names: the journal row must be uncommitted
+    # at the first and committed at the second, as another connection sees it.
+    order_id = new_order(store)["order_id"]
+    outside = sqlite3.connect(store.path)
+    passed = []
+    monkeypatch.setattr(payments, "crash_point", lambda name: passed.append(
+        (name, outside.execute("SELECT count(*) FROM callbacks").fetchone()[0])))
+    try:
+        apply(store, callback(order_id))
+    finally:
+        outside.close()
+    assert passed == [("callback.before_commit", 0), ("callback.after_commit", 1)]

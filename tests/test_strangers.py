@@ -1,10 +1,13 @@
 """What a stranger sends to the callback costs bounded storage: counted, sampled, truncated."""
 
+import logging
 import os
 
-from conftest import callback_fields, hand_off, send_callback
+import pytest
+from conftest import NOW, callback_fields, hand_off, send_callback
 
-from gateway import create_app
+from gateway import create_app, payments
+from gateway.db import Store
 
 CAP, FLOOD, SAMPLE_BYTES = 20, 300, 512
 
@@ -51,3 +54,40 @@ def test_a_stranger_flood_is_counted_and_sampled_up_to_the_cap_not_stored(config
         assert store.read().order(query["order_id"])["status"] == "paid"
     finally:
         store.close()
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/gateway.sqlite3")
+    store.init_schema()
+    yield store
+    store.close()
+
+
+def test_a_strangers_sample_keeps_what_it_claimed_cut_like_a_logged_field(store):
+    fields = {"order_id": "o1", "transaction_id": "z" * 70, "transaction_type": "Purchase"}
+    body = "x" + "й" * 300  # 601 bytes: the cut at 512 falls inside a letter
+    assert payments.sample_stranger(store, NOW, "203.0.113.9", body, fields, cap=5)
+    [row] = store.read().callbacks(rejected=True)
+    assert (row["verdict"], row["reason"], row["remote_addr"]) == (
+        "forbidden_ip", "address not in CHRONOPAY_CALLBACK_IPS", "203.0.113.9")
+    assert (row["order_id"], row["transaction_id"], row["transaction_type"]) == (
+        "o1", "z" * 64, "Purchase")
+    assert row["body"] == "x" + "й" * 255
+
+
+def test_reaching_the_cap_is_one_error_line_in_the_hour(store, caplog):
+    def cap_lines():
+        return [r for r in caplog.records if "CALLBACK_SAMPLE_CAP" in r.getMessage()]
+
+    sampled = [payments.sample_stranger(store, NOW, "203.0.113.9", "b", {}, cap=1)
+               for _ in range(2)]
+    assert sampled == [True, False] and [r.levelno for r in cap_lines()] == [logging.ERROR]
+    for _ in range(2):  # the first refused beyond the cap said it; the rest are only counted
+        payments.sample_stranger(store, NOW, "203.0.113.9", "b", {}, cap=1)
+    lines = cap_lines()
+    assert len(lines) == 1
+    # It names the setting with its value, and where the rest is counted.
+    assert "CALLBACK_SAMPLE_CAP (1)" in lines[0].getMessage()
+    assert "stranger_hours" in lines[0].getMessage()
+    assert len(store.read().callbacks(rejected=True)) == 1
