@@ -240,7 +240,7 @@ def test_one_cabinet_link_makes_at_most_max_orders_orders(store):
 
     first = confirm("n0", "L1")
     confirm("n1", "L1")
-    with pytest.raises(LinkExhausted):
+    with pytest.raises(LinkExhausted, match="^the link already made 2 orders$"):  # logged
         confirm("n2", "L1")
     # The same confirmation still yields its order; another link has its own count.
     assert confirm("n0", "L1")["order_id"] == first["order_id"]
