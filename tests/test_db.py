@@ -1,6 +1,7 @@
 """The store: its connections, its write discipline and the upgrades of older databases."""
 
 import os
+import re
 import shutil
 import sqlite3
 import threading
@@ -10,7 +11,8 @@ from urllib.parse import urlencode
 import pytest
 
 from gateway.config import DEFAULTS
-from gateway.db import SCHEMA, Store
+from gateway.errors import StoreBusy, StoreConflict, StoreUnavailable
+from gateway.store.sqlite import SCHEMA, Store
 
 
 def test_a_queued_writer_gives_up_after_the_busy_timeout(tmp_path):
@@ -27,7 +29,7 @@ def test_a_queued_writer_gives_up_after_the_busy_timeout(tmp_path):
     holder.start()
     assert holding.wait(5)
     try:
-        with pytest.raises(sqlite3.OperationalError, match="locked"), store.write():
+        with pytest.raises(StoreBusy, match="locked"), store.write():
             pass
     finally:
         release.set()
@@ -284,3 +286,56 @@ def test_transactions_no_journal_restores_wait_for_ops_and_are_marked_once(tmp_p
     assert store.read().transaction("80001", "Refund")["signed_text"] == "c-4280001Refund10.00"
     assert store.accept_unsigned() == 0
     store.close()
+
+
+def test_a_file_that_is_not_a_database_is_store_unavailable_not_an_sqlite3_error(tmp_path):
+    path = tmp_path / "gateway.sqlite3"
+    path.write_bytes(b"not a database, " * 256)
+    store = Store(f"sqlite:///{path}")
+    with pytest.raises(StoreUnavailable, match="not a database"):
+        store.read().count("orders")
+    with pytest.raises(StoreUnavailable), store.write():
+        pass
+    with pytest.raises(StoreUnavailable):
+        store.init_schema()
+
+
+def test_a_refused_constraint_is_store_conflict_and_rolls_back(tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/gateway.sqlite3")
+    store.init_schema()
+    order = {"order_id": "o1", "nonce": "n1", "login": "dem001", "account": "6",
+             "amount": "10.00", "created_at": 1.0}
+    with pytest.raises(StoreConflict, match="UNIQUE"), store.write() as tx:
+        tx.insert_order(order)
+        tx.insert_order(dict(order, order_id="o2"))  # the same nonce
+    assert store.read().order("o1") is None
+    with pytest.raises(StoreConflict), store.write() as tx:  # raw SQL in a write, too
+        tx.conn.execute("INSERT INTO sandbox_paid (order_id, paid_at) VALUES ('o9', 1)")
+        tx.conn.execute("INSERT INTO sandbox_paid (order_id, paid_at) VALUES ('o9', 2)")
+
+
+def test_nothing_above_the_store_package_imports_sqlite3():
+    # The seam for another backend: payments, delivery and the app catch only our errors.
+    root = os.path.join(os.path.dirname(os.path.dirname(__file__)), "gateway")
+    offenders = []
+    for folder, _, files in os.walk(root):
+        if os.path.relpath(folder, root).split(os.sep)[0] == "store":
+            continue
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), encoding="utf-8") as source:
+                    if re.search(r"^\s*(import|from)\s+sqlite3\b", source.read(), re.M):
+                        offenders.append(name)
+    assert offenders == []
+
+
+def test_a_read_that_fails_after_the_connection_opened_is_store_unavailable(tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/gateway.sqlite3")
+    store.init_schema()
+    reader = store.read()
+    other = sqlite3.connect(store.path)
+    other.execute("DROP TABLE sandbox_paid")  # what a damaged or foreign file looks like
+    other.commit()
+    other.close()
+    with pytest.raises(StoreUnavailable, match="no such table"):
+        reader.sandbox_paid("o1")

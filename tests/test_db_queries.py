@@ -3,7 +3,7 @@ what a lookup finds, what the sandbox and stranger tables keep."""
 
 import pytest
 
-from gateway.db import Store
+from gateway.store import Store
 
 
 @pytest.fixture

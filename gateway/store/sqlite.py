@@ -1,4 +1,4 @@
-"""All SQL of the gateway, behind a small store so another backend can replace SQLite.
+"""The SQLite backend: all SQL of the gateway, raising only the store's own errors.
 
 Times are epoch seconds (REAL), amounts the exact decimal string ("1000.00"). Correctness rests
 on the schema's constraints, not on check-then-write: a transaction is recorded once per
@@ -6,6 +6,7 @@ on the schema's constraints, not on check-then-write: a transaction is recorded 
 outcome yields at most one billing event.
 """
 
+import functools
 import os
 import sqlite3
 import threading
@@ -13,7 +14,8 @@ import time
 from contextlib import contextmanager
 from urllib.parse import parse_qs
 
-from .states import CLEAN_VERDICTS, EVENT_STATUSES, ORDER_STATUSES, sql_list
+from ..errors import StoreBusy, StoreConflict, StoreUnavailable
+from ..states import CLEAN_VERDICTS, EVENT_STATUSES, ORDER_STATUSES, sql_list
 
 ACCEPTED = sql_list(CLEAN_VERDICTS)  # verdicts of callbacks that went through cleanly
 
@@ -268,6 +270,37 @@ def unsigned_count(conn):
         "SELECT count(*) FROM transactions WHERE signed_text IS NULL").fetchone()[0]
 
 
+def ours(exc):
+    """Our error for an sqlite3 one: busy, a refused constraint, or unavailable."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return StoreConflict(str(exc))
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+        return StoreBusy(str(exc))
+    return StoreUnavailable(str(exc))
+
+
+def translated(method):
+    """The method, raising our errors instead of sqlite3's."""
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise ours(exc) from exc
+    return call
+
+
+def translating(*names):
+    """A class decorator: the named methods (all public ones when none) raise our errors."""
+    def decorate(cls):
+        for name in names or [n for n in vars(cls) if not n.startswith("_")]:
+            setattr(cls, name, translated(vars(cls)[name]))
+        return cls
+    return decorate
+
+
+@translating("init_schema", "unsigned_transactions", "accept_unsigned", "read",
+             "integrity_check")
 class Store:
     """An SQLite database with one connection per thread (waitress serves from a pool)."""
 
@@ -335,11 +368,11 @@ class Store:
         One busy budget: the wait for this process's lock and SQLite's wait for another
         process's lock add up to DB_BUSY_TIMEOUT at most.
         """
-        conn = self.connection()
         started = time.monotonic()
         if not self._write_lock.acquire(timeout=self.busy_timeout):
-            raise sqlite3.OperationalError("database is locked")  # as SQLite says it
+            raise StoreBusy("database is locked")  # as SQLite says it
         try:
+            conn = self.connection()
             left = max(self.busy_timeout - (time.monotonic() - started), 0)
             conn.execute(f"PRAGMA busy_timeout={int(left * 1000)}")
             conn.execute("BEGIN IMMEDIATE")
@@ -349,11 +382,13 @@ class Store:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise ours(exc) from exc
         finally:
             self._write_lock.release()
 
     def unsigned_transactions(self):
-        """Old transactions whose signed text could not be restored (see db.upgrade)."""
+        """Old transactions whose signed text could not be restored (see upgrade)."""
         return unsigned_count(self.connection())
 
     def accept_unsigned(self):
@@ -372,6 +407,7 @@ class Store:
         return self.connection().execute("PRAGMA integrity_check").fetchone()[0]
 
 
+@translating()
 class Tx:
     """The statements the gateway runs, on one connection."""
 
