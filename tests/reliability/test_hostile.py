@@ -216,7 +216,7 @@ AMOUNTS = [
     ("1_000", None), ("0x3e8", None), ("1000.", None), (".50", None), ("1000.00\x00", None),
     ("1000.0O", None), ("1,000.00", None), ("1000,5", "1000.50"), ("1000.00.00", None),
 ]
-MONEY_MODULES = ("money", "payments", "pay", "chronopay", "callback", "billing", "db",
+MONEY_MODULES = ("money", "payments", "pay", "chronopay", "callback", "billing", "store/sqlite",
                  "signing", "sandbox", "sandbox_billing")
 
 
