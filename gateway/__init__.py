@@ -71,10 +71,9 @@ def create_app(test_config=None):
     app.register_blueprint(pay.bp)
     app.register_blueprint(callback.bp)
     if app.config["SANDBOX"]:
-        from . import sandbox, sandbox_billing
+        from . import sandbox  # only here: without SANDBOX the simulators are not even loaded
 
-        app.register_blueprint(sandbox.bp)
-        app.register_blueprint(sandbox_billing.bp)
+        sandbox.register(app)
     cli.register(app)
     register_handlers(app)
     app.after_request(secure_headers)

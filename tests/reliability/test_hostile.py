@@ -217,7 +217,8 @@ AMOUNTS = [
     ("1000.0O", None), ("1,000.00", None), ("1000,5", "1000.50"), ("1000.00.00", None),
 ]
 MONEY_MODULES = ("money", "payments", "pay", "chronopay", "callback", "billing", "store/sqlite",
-                 "signing", "sandbox", "sandbox_billing")
+                 "signing", "sandbox/cabinet", "sandbox/chronopay", "sandbox/billing",
+                 "sandbox/ledger")
 
 
 def floats_in(module):

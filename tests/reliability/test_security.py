@@ -142,6 +142,7 @@ def test_no_open_redirect(config, tmp_path, figures):
     sandbox_url = "https://pay.test"
     apps = [create_app(config), create_app(dict(
         config, SANDBOX=True, DATABASE_URL=f"sqlite:///{tmp_path}/sandbox.sqlite3",
+        INSTANCE_PATH=str(tmp_path / "instance"),
         CHRONOPAY_URL=sandbox_url + "/sandbox/chronopay/",
         BILLING_URL=sandbox_url + "/sandbox/billing/"))]
     for app in apps:
@@ -170,6 +171,7 @@ def test_no_open_redirect(config, tmp_path, figures):
     seen.append((apps[1], response.headers.get("Location")))
     for app in apps:
         app.extensions["store"].close()
+    apps[1].extensions["sandbox_ledger"].close()
     live = live_redirects(tmp_path)
     redirects = [(app, loc) for app, loc in seen if loc] + live["redirects"]
     foreign = [loc for app, loc in redirects if not ours(loc, app)]
