@@ -80,6 +80,21 @@ def test_switch_to_fail_answers_500(sandbox):
     assert call(client, BODY).status_code == 500
 
 
+def tables(path):
+    with sqlite3.connect(path) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type ="
+                                                " 'table'")}
+    conn.close()
+    return names
+
+
+def test_the_sandbox_books_in_its_own_file_and_the_store_holds_none(sandbox, tmp_path):
+    assert call(sandbox.test_client(), BODY).status_code == 204
+    assert tables(tmp_path / "instance" / "sandbox.sqlite3") == {"paid", "ledger"}
+    assert not {name for name in tables(tmp_path / "s.sqlite3") if "sandbox" in name
+                or name in ("paid", "ledger")}
+
+
 def test_without_sandbox_the_factory_loads_none_of_it(tmp_path):
     # In a fresh interpreter: this one has long imported the sandbox for the other tests.
     code = ("import sys; from conftest import SECRETS; from gateway import create_app;"

@@ -127,21 +127,6 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 CREATE INDEX IF NOT EXISTS attempts_event ON attempts (event_id, id);
 
--- The sandbox ChronoPay's paid order_ids: with payment uniqueness control it pays one once.
-CREATE TABLE IF NOT EXISTS sandbox_paid (
-    order_id    TEXT PRIMARY KEY,
-    paid_at     REAL NOT NULL
-);
-
--- The sandbox billing's ledger: one credit per webhook-id.
-CREATE TABLE IF NOT EXISTS sandbox_ledger (
-    webhook_id  TEXT PRIMARY KEY,
-    type        TEXT NOT NULL,
-    order_id    TEXT NOT NULL,
-    amount      TEXT NOT NULL,
-    received_at REAL NOT NULL
-);
-
 -- Callbacks from addresses not in CHRONOPAY_CALLBACK_IPS, counted per hour: a stranger's
 -- flood updates one row here, and only the first CALLBACK_SAMPLE_CAP of an hour are
 -- journaled (truncated) in callbacks.
@@ -200,6 +185,10 @@ def upgrade(conn):
                        ("lease_mono", "REAL")):
         if columns and name not in columns:
             conn.execute(f"ALTER TABLE events ADD COLUMN {name} {kind}")
+    # The sandbox keeps its own books now (gateway/sandbox/ledger.py); its tables here only
+    # ever held demo data, and the production store holds none.
+    conn.execute("DROP TABLE IF EXISTS sandbox_ledger")
+    conn.execute("DROP TABLE IF EXISTS sandbox_paid")
     # Last: the outbox's new columns are in place, so the rebuilt table keeps their values.
     rebuild_events(conn)
 
@@ -632,20 +621,6 @@ class Tx:
     def attempts(self, event_id):
         return self._all("SELECT * FROM attempts WHERE event_id = ? ORDER BY id", event_id)
 
-    # the sandbox billing
-
-    def credit_once(self, entry):
-        """Book a webhook in the sandbox ledger unless its id was booked; True if new."""
-        return self.conn.execute(
-            "INSERT INTO sandbox_ledger (webhook_id, type, order_id, amount, received_at)"
-            " VALUES (:webhook_id, :type, :order_id, :amount, :received_at)"
-            " ON CONFLICT (webhook_id) DO NOTHING",
-            entry,
-        ).rowcount == 1
-
-    def ledger(self):
-        return self._all("SELECT * FROM sandbox_ledger ORDER BY received_at")
-
     def count(self, table):
         if table not in ("orders", "transactions", "callbacks", "events", "attempts"):
             raise ValueError(table)
@@ -670,10 +645,3 @@ class Tx:
         return self._one(
             "SELECT order_id, amount, paid_at FROM orders WHERE account = ? AND paid_at >= ?"
             " AND status = 'paid' ORDER BY paid_at DESC LIMIT 1", account, since)
-
-    def sandbox_paid(self, order_id):
-        return self._one("SELECT * FROM sandbox_paid WHERE order_id = ?", order_id)
-
-    def record_sandbox_paid(self, order_id, now):
-        self.conn.execute("INSERT INTO sandbox_paid (order_id, paid_at) VALUES (?, ?)"
-                          " ON CONFLICT (order_id) DO NOTHING", (order_id, now))
