@@ -33,7 +33,7 @@ def ok_app():
 def insert_app(path):
     app = Flask("insert")
     local = threading.local()
-    write_lock = threading.RLock()  # the Store's write discipline, see gateway/db.py
+    write_lock = threading.RLock()  # the Store's write discipline, see gateway/store/sqlite.py
     setup = sqlite3.connect(path)
     setup.execute("PRAGMA journal_mode=WAL")
     setup.execute("CREATE TABLE IF NOT EXISTS hits (id INTEGER PRIMARY KEY AUTOINCREMENT,"

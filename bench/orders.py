@@ -8,9 +8,9 @@ from html import unescape
 from urllib.parse import urlencode
 
 from gateway import billing, chronopay
-from gateway.db import Store
 from gateway.payments import new_order_id
 from gateway.signing import make_link
+from gateway.store import Store
 
 from .load import request
 from .servers import PRODUCT

@@ -2,7 +2,6 @@
 
 import logging
 import os
-import sqlite3
 import time
 
 import click
@@ -12,11 +11,11 @@ from werkzeug.exceptions import HTTPException
 
 from . import billing
 from . import config as config_layers
-from .db import Store
 from .delivery import Deliverer
-from .errors import ConfigError, GatewayError
+from .errors import ConfigError, GatewayError, StoreError
 from .http import HttpClient
 from .signing import PageTokens
+from .store import open_store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 csrf = CSRFProtect()
@@ -42,8 +41,8 @@ def create_app(test_config=None):
 
     clock = app.config.get("CLOCK") or time.time
     app.extensions["clock"] = clock
-    app.extensions["store"] = store = Store(app.config["DATABASE_URL"],
-                                            app.config["DB_BUSY_TIMEOUT"])
+    app.extensions["store"] = store = open_store(app.config["DATABASE_URL"],
+                                                 app.config["DB_BUSY_TIMEOUT"])
     store.init_schema()
     serving = click.get_current_context(silent=True) is None
     if serving and store.unsigned_transactions():
@@ -72,10 +71,9 @@ def create_app(test_config=None):
     app.register_blueprint(pay.bp)
     app.register_blueprint(callback.bp)
     if app.config["SANDBOX"]:
-        from . import sandbox, sandbox_billing
+        from . import sandbox  # only here: without SANDBOX the simulators are not even loaded
 
-        app.register_blueprint(sandbox.bp)
-        app.register_blueprint(sandbox_billing.bp)
+        sandbox.register(app)
     cli.register(app)
     register_handlers(app)
     app.after_request(secure_headers)
@@ -108,7 +106,7 @@ def register_handlers(app):
                       "Запрос не может быть обработан.",
                       "Вернитесь в личный кабинет и попробуйте еще раз.")
 
-    @app.errorhandler(sqlite3.Error)
+    @app.errorhandler(StoreError)
     def database_error(exc):
         if request.path.startswith("/chronopay/callback"):
             # ChronoPay re-sends a callback that got no 200; say which one waits for that.

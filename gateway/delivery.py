@@ -14,12 +14,11 @@ import random
 import re
 import secrets
 import socket
-import sqlite3
 import threading
 import time
 
 from . import billing
-from .errors import TransportError
+from .errors import StoreError, TransportError
 from .faults import crash_point
 
 log = logging.getLogger(__name__)
@@ -198,7 +197,7 @@ class Deliverer:
             try:
                 self.drain()
                 due = self.store.read().next_due()
-            except sqlite3.Error as exc:
+            except StoreError as exc:
                 log.error("delivery worker: database error, retrying: %s", exc)
                 due = None
             except Exception:  # noqa: BLE001 - the one deliberate catch-all, see below

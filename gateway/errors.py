@@ -90,3 +90,25 @@ class TransportError(GatewayError):
 
     status = 502
 
+
+
+class StoreError(GatewayError):
+    """The store could not do what was asked; the request is answered 503 (ChronoPay
+    re-sends a callback answered so), the delivery worker tries again."""
+
+    status = 503
+    title = "Сервис временно недоступен"
+    message = "Мы не смогли обработать запрос."
+    advice = "Попробуйте еще раз через минуту."
+
+
+class StoreBusy(StoreError):
+    """Other writers held the database for the whole busy budget (DB_BUSY_TIMEOUT)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached, read or written (missing, full disk, I/O error)."""
+
+
+class StoreConflict(StoreError):
+    """A write broke a constraint: a race the schema refused, never applied."""

@@ -231,6 +231,8 @@ class LiveServer:
             GATEWAY_CABINET_URL=self.url + "/sandbox/cabinet/",
             GATEWAY_BILLING_URL=self.url + "/sandbox/billing/",
             GATEWAY_DATABASE_URL=f"sqlite:///{tmp_path}/live.sqlite3",
+            # The state directory (the sandbox's own ledger is there), never the checkout's.
+            GATEWAY_INSTANCE_PATH=str(tmp_path / "instance"),
             LISTEN=f"127.0.0.1:{self.port}",
             PYTHONUNBUFFERED="1",
             # Live tests pay many orders from links made in one second (one link to us);

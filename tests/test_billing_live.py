@@ -13,8 +13,8 @@ from conftest import ROOT, LiveServer, free_port
 from receiver import Receiver
 
 from gateway import chronopay
-from gateway.db import Store
 from gateway.signing import make_link
+from gateway.store import Store
 
 pytestmark = pytest.mark.slow
 SANDBOX = runpy.run_path(os.path.join(ROOT, "config.sandbox.py"))

@@ -1,6 +1,7 @@
 """The store: its connections, its write discipline and the upgrades of older databases."""
 
 import os
+import re
 import shutil
 import sqlite3
 import threading
@@ -10,7 +11,8 @@ from urllib.parse import urlencode
 import pytest
 
 from gateway.config import DEFAULTS
-from gateway.db import SCHEMA, Store
+from gateway.errors import StoreBusy, StoreConflict, StoreUnavailable
+from gateway.store.sqlite import SCHEMA, Store
 
 
 def test_a_queued_writer_gives_up_after_the_busy_timeout(tmp_path):
@@ -27,7 +29,7 @@ def test_a_queued_writer_gives_up_after_the_busy_timeout(tmp_path):
     holder.start()
     assert holding.wait(5)
     try:
-        with pytest.raises(sqlite3.OperationalError, match="locked"), store.write():
+        with pytest.raises(StoreBusy, match="locked"), store.write():
             pass
     finally:
         release.set()
@@ -170,33 +172,62 @@ def older_database(path, *cuts):
 
 
 # The release with partial refunds (22b9b1f): no per-order FIFO, no retry generation, no
-# monotonic leases yet, and no sandbox_paid table.
-BEFORE_FIFO = (
-    *(line for line in SCHEMA.splitlines(keepends=True) if line.lstrip().startswith((
+# monotonic leases yet.
+BEFORE_FIFO = tuple(
+    line for line in SCHEMA.splitlines(keepends=True) if line.lstrip().startswith((
         "-- the event's place", "seq ", "-- bumped by", "generation ", "-- the lease holder",
         "-- judges the lease", "lease_boot ", "lease_mono ", "CREATE UNIQUE INDEX IF NOT"
-        " EXISTS events_order_seq", "CREATE INDEX IF NOT EXISTS orders_account_paid"))),
-    SCHEMA[SCHEMA.index("-- The sandbox ChronoPay's"):SCHEMA.index("-- The sandbox billing's")],
-)
+        " EXISTS events_order_seq", "CREATE INDEX IF NOT EXISTS orders_account_paid")))
 # The release before signed_text.
 BEFORE_SIGNED_TEXT = ("    signed_text TEXT,\n", "CREATE UNIQUE INDEX IF NOT EXISTS"
                       " transactions_signed_text ON transactions (signed_text);")
 RELEASE_DB = os.path.join(os.path.dirname(__file__), "data", "release-dd426b7.sqlite3")
+# The releases before gateway/sandbox/ kept the simulators' books in the gateway's database
+# (release-dd426b7 the billing ledger, later ones ChronoPay's paid orders too): demo data only.
+SANDBOX_TABLES = """
+CREATE TABLE sandbox_paid (order_id TEXT PRIMARY KEY, paid_at REAL NOT NULL);
+CREATE TABLE sandbox_ledger (webhook_id TEXT PRIMARY KEY, type TEXT NOT NULL, order_id TEXT
+    NOT NULL, amount TEXT NOT NULL, received_at REAL NOT NULL);
+INSERT INTO sandbox_paid VALUES ('o1', 1);
+INSERT INTO sandbox_ledger VALUES ('msg_1', 'payment.succeeded', 'o1', '1000.00', 1);
+"""
+# Which of them each older database has.
+HAS_SANDBOX_TABLES = {"release-dd426b7": {"sandbox_ledger"},
+                      "before-sandbox-package": {"sandbox_ledger", "sandbox_paid"}}
 
 
-@pytest.mark.parametrize("made_by", ["release-dd426b7", "before-fifo", "before-signed-text"])
+def tables(path):
+    conn = sqlite3.connect(path)
+    try:
+        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type ="
+                                               " 'table'")}
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("made_by", ["release-dd426b7", "before-sandbox-package", "before-fifo",
+                                     "before-signed-text"])
 def test_an_upgraded_database_has_the_schema_a_new_one_gets(tmp_path, made_by):
     path = tmp_path / "gateway.sqlite3"
     if made_by == "release-dd426b7":
         shutil.copy(RELEASE_DB, path)
+    elif made_by == "before-sandbox-package":
+        conn = older_database(path)
+        conn.executescript(SANDBOX_TABLES)
+        conn.close()
     else:
         older_database(path, *(BEFORE_FIFO if made_by == "before-fifo" else
                                BEFORE_SIGNED_TEXT)).close()
+    assert {name for name in tables(path) if name.startswith("sandbox")} == \
+        HAS_SANDBOX_TABLES.get(made_by, set())
     store = Store(f"sqlite:///{path}")
     store.init_schema()
     store.init_schema()  # the next start finds nothing left to upgrade
-    assert schema(store.connection()) == fresh_schema(tmp_path)
+    upgraded = schema(store.connection())
     store.close()
+    assert upgraded == fresh_schema(tmp_path)
+    # The sandbox's tables are gone: the production store holds no sandbox data.
+    assert not [name for name in upgraded if "sandbox" in name]
 
 
 def test_old_events_take_their_place_by_creation_and_the_first_generation(tmp_path):
@@ -284,3 +315,65 @@ def test_transactions_no_journal_restores_wait_for_ops_and_are_marked_once(tmp_p
     assert store.read().transaction("80001", "Refund")["signed_text"] == "c-4280001Refund10.00"
     assert store.accept_unsigned() == 0
     store.close()
+
+
+def test_a_file_that_is_not_a_database_is_store_unavailable_not_an_sqlite3_error(tmp_path):
+    path = tmp_path / "gateway.sqlite3"
+    path.write_bytes(b"not a database, " * 256)
+    store = Store(f"sqlite:///{path}")
+    with pytest.raises(StoreUnavailable, match="not a database"):
+        store.read().count("orders")
+    with pytest.raises(StoreUnavailable), store.write():
+        pass
+    with pytest.raises(StoreUnavailable):
+        store.init_schema()
+
+
+def test_a_refused_constraint_is_store_conflict_and_rolls_back(tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/gateway.sqlite3")
+    store.init_schema()
+    order = {"order_id": "o1", "nonce": "n1", "login": "dem001", "account": "6",
+             "amount": "10.00", "created_at": 1.0}
+    with pytest.raises(StoreConflict, match="UNIQUE"), store.write() as tx:
+        tx.insert_order(order)
+        tx.insert_order(dict(order, order_id="o2"))  # the same nonce
+    assert store.read().order("o1") is None
+    with pytest.raises(StoreConflict), store.write() as tx:  # raw SQL in a write, too
+        tx.conn.execute("INSERT INTO stranger_hours (hour, refused) VALUES (9, 1)")
+        tx.conn.execute("INSERT INTO stranger_hours (hour, refused) VALUES (9, 2)")
+
+
+# Where sqlite3 may be imported: the store's package, and the sandbox's own books. The sandbox
+# simulates other parties (ChronoPay, billing), not the product: its file is SQLite whatever
+# DATABASE_URL names, and the app never loads it without SANDBOX. Nothing else.
+SQLITE3_ALLOWED = ("store" + os.sep, os.path.join("sandbox", "ledger.py"))
+
+
+def test_nothing_above_the_store_package_imports_sqlite3():
+    # The seam for another backend: payments, delivery and the app catch only our errors.
+    root = os.path.join(os.path.dirname(os.path.dirname(__file__)), "gateway")
+    importers = []
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.relpath(os.path.join(folder, name), root)
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), encoding="utf-8") as source:
+                    if re.search(r"^\s*(import|from)\s+sqlite3\b", source.read(), re.M):
+                        importers.append(path)
+    offenders = [path for path in importers if not path.startswith(SQLITE3_ALLOWED)]
+    assert offenders == []
+    # The sandbox's exception is one module: its pages speak to the ledger, not to sqlite3.
+    assert [path for path in importers if path.startswith("sandbox")] == [
+        os.path.join("sandbox", "ledger.py")]
+
+
+def test_a_read_that_fails_after_the_connection_opened_is_store_unavailable(tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/gateway.sqlite3")
+    store.init_schema()
+    reader = store.read()
+    other = sqlite3.connect(store.path)
+    other.execute("DROP TABLE stranger_hours")  # what a damaged or foreign file looks like
+    other.commit()
+    other.close()
+    with pytest.raises(StoreUnavailable, match="no such table"):
+        reader.stranger_hours()

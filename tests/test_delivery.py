@@ -4,7 +4,6 @@ import contextlib
 import email.utils
 import json
 import logging
-import sqlite3
 import threading
 
 import pytest
@@ -12,7 +11,7 @@ from conftest import NOW, callback_fields, hand_off, pay_order, send_callback
 
 from gateway import billing
 from gateway.delivery import SEND_WINDOW, Deliverer, backoff, boot_id, retry_after, settle
-from gateway.errors import TransportError
+from gateway.errors import StoreBusy, TransportError
 from gateway.http import Reply
 
 
@@ -722,7 +721,7 @@ class LockedStore:
     """A store another process keeps locked."""
 
     def write(self):
-        raise sqlite3.OperationalError("database is locked")
+        raise StoreBusy("database is locked")
 
     read = write
 

@@ -10,9 +10,9 @@ from conftest import pay_order
 from slow_billing import SlowBilling
 from test_delivery import FakeBilling
 
-from gateway.db import Store
 from gateway.delivery import Deliverer
 from gateway.http import HttpClient
+from gateway.store import Store
 
 
 @pytest.fixture

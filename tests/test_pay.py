@@ -408,7 +408,7 @@ def test_no_warning_after_recent_payment_warning_seconds(client, app, clock):
 def test_upgrade_adds_link_id_to_an_earlier_database(tmp_path):
     import sqlite3
 
-    from gateway.db import Store
+    from gateway.store import Store
 
     path = tmp_path / "old.sqlite3"
     with sqlite3.connect(path) as conn:  # the orders table as the previous version made it

@@ -16,8 +16,8 @@ from flask.cli import FlaskGroup
 
 from gateway import chronopay, create_app, payments
 from gateway.billing import iso
-from gateway.db import SCHEMA, Store
-from gateway.errors import ConfigError, LinkExhausted
+from gateway.errors import ConfigError, LinkExhausted, StoreBusy, StoreConflict
+from gateway.store.sqlite import SCHEMA, Store
 
 SECRET = SECRETS["CHRONOPAY_SHARED_SECRET"]
 
@@ -115,7 +115,7 @@ def test_the_schema_refuses_a_second_record_of_one_money_fact(store, second):
     order = new_order(store)
     with store.write() as tx:
         tx.insert_transaction(transaction(order["order_id"]))
-    with pytest.raises(sqlite3.IntegrityError), store.write() as tx:
+    with pytest.raises(StoreConflict), store.write() as tx:
         tx.insert_transaction(dict(transaction(order["order_id"]), **second))
     assert store.read().count("transactions") == 1
 
@@ -140,7 +140,7 @@ def test_a_writer_waits_one_busy_budget_in_all(tmp_path):
     holding.wait(5)
     threading.Timer(0.6, release.set).start()
     started = time.monotonic()
-    with pytest.raises(sqlite3.OperationalError, match="locked"), store.write():
+    with pytest.raises(StoreBusy, match="locked"), store.write():
         pass
     waited = time.monotonic() - started
     holder.join()

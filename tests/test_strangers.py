@@ -7,7 +7,7 @@ import pytest
 from conftest import NOW, callback_fields, hand_off, send_callback
 
 from gateway import create_app, payments
-from gateway.db import Store
+from gateway.store import Store
 
 CAP, FLOOD, SAMPLE_BYTES = 20, 300, 512
 

@@ -19,8 +19,8 @@ import requests
 from conftest import ROOT, LiveServer, hidden
 
 from gateway import chronopay, payments
-from gateway.db import Store
 from gateway.signing import make_link
+from gateway.store import Store
 
 SANDBOX = runpy.run_path(os.path.join(ROOT, "config.sandbox.py"))
 AMOUNT = "1000.00"

@@ -216,8 +216,9 @@ AMOUNTS = [
     ("1_000", None), ("0x3e8", None), ("1000.", None), (".50", None), ("1000.00\x00", None),
     ("1000.0O", None), ("1,000.00", None), ("1000,5", "1000.50"), ("1000.00.00", None),
 ]
-MONEY_MODULES = ("money", "payments", "pay", "chronopay", "callback", "billing", "db",
-                 "signing", "sandbox", "sandbox_billing")
+MONEY_MODULES = ("money", "payments", "pay", "chronopay", "callback", "billing", "store/sqlite",
+                 "signing", "sandbox/cabinet", "sandbox/chronopay", "sandbox/billing",
+                 "sandbox/ledger")
 
 
 def floats_in(module):

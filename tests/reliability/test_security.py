@@ -5,7 +5,6 @@ import json
 import logging
 import pathlib
 import re
-import sqlite3
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from conftest import (
 from itsdangerous import URLSafeTimedSerializer
 
 from gateway import create_app
-from gateway.errors import TransportError
+from gateway.errors import StoreBusy, StoreUnavailable, TransportError
 
 from . import rawhttp
 from .live import SANDBOX, open_order
@@ -143,6 +142,7 @@ def test_no_open_redirect(config, tmp_path, figures):
     sandbox_url = "https://pay.test"
     apps = [create_app(config), create_app(dict(
         config, SANDBOX=True, DATABASE_URL=f"sqlite:///{tmp_path}/sandbox.sqlite3",
+        INSTANCE_PATH=str(tmp_path / "instance"),
         CHRONOPAY_URL=sandbox_url + "/sandbox/chronopay/",
         BILLING_URL=sandbox_url + "/sandbox/billing/"))]
     for app in apps:
@@ -171,6 +171,7 @@ def test_no_open_redirect(config, tmp_path, figures):
     seen.append((apps[1], response.headers.get("Location")))
     for app in apps:
         app.extensions["store"].close()
+    apps[1].extensions["sandbox_ledger"].close()
     live = live_redirects(tmp_path)
     redirects = [(app, loc) for app, loc in seen if loc] + live["redirects"]
     foreign = [loc for app, loc in redirects if not ours(loc, app)]
@@ -219,7 +220,7 @@ def test_security_headers_on_every_response_and_a_strict_session_cookie(config, 
         raise RuntimeError("an unexpected failure")
 
     def database_down():
-        raise sqlite3.OperationalError("disk I/O error")
+        raise StoreUnavailable("disk I/O error")
 
     # Test-only routes (registered on this instance only) to reach the 500 and 503 pages.
     app.add_url_rule("/test-only/boom", view_func=boom)
@@ -350,7 +351,7 @@ def test_no_secret_sign_or_signature_in_any_log_line(client, app, store, caplog,
     app.extensions["clock"].advance(app.config["BILLING_RETRY_FOR"] + 1)
     deliverer.drain()
     with app.test_request_context():
-        app.handle_user_exception(sqlite3.OperationalError("database is locked"))
+        app.handle_user_exception(StoreBusy("database is locked"))
     in_process = [logging.Formatter("%(name)s %(message)s").format(r) for r in caplog.records]
     # The sandbox over waitress: a paid card, the callback it makes, billing's delivery.
     server = LiveServer(tmp_path).start()

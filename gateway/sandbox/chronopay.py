@@ -1,7 +1,6 @@
-"""Simulators for SANDBOX mode: ChronoPay's hosted page and the provider's cabinet.
-
-They behave as the real parties do (../shared/chronopay.md): the page checks the request
-sign, and a paid card makes a signed callback over real HTTP before the browser returns.
+"""ChronoPay's hosted page, simulated: it checks the request sign as the real one does
+(../shared/chronopay.md), and a paid card makes a signed callback over real HTTP before the
+browser returns.
 """
 
 import hmac
@@ -9,22 +8,19 @@ import secrets
 import time
 from decimal import Decimal
 
-from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, redirect, render_template, request
 from flask_wtf import FlaskForm
 from itsdangerous import BadSignature, URLSafeSerializer
 from wtforms import HiddenField, StringField
 
-from . import chronopay
-from .errors import AmountError, LinkInvalid, TransportError
-from .http import HttpClient
-from .money import format_human, format_wire, parse_typed
-from .sandbox_billing import balance
-from .signing import make_link
+from ..chronopay import callback_sign, request_sign
+from ..errors import LinkInvalid, TransportError
+from ..http import HttpClient
+from ..money import format_human
 
-bp = Blueprint("sandbox", __name__, url_prefix="/sandbox")
+bp = Blueprint("sandbox_chronopay", __name__, url_prefix="/sandbox/chronopay")
 PAYING_CARD = "4111111111111111"
 DECLINED_CARD = "4000000000000002"
-SUBSCRIBER = {"login": "dem001", "account": "6", "name": "Иванов Иван Иванович"}
 
 
 class CardForm(FlaskForm):
@@ -38,18 +34,12 @@ class CardForm(FlaskForm):
     cvc = StringField("CVC")
 
 
-class CabinetForm(FlaskForm):
-    """The cabinet's «Платежи → ChronoPay» tab."""
-
-    amount = StringField("Сумма")
-
-
 def _handoffs():
     return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="sandbox.handoff")
 
 
-@bp.get("/chronopay/")
-def chronopay_page():
+@bp.get("/")
+def page():
     """ChronoPay's hosted page: refuse a badly signed hand-off, as the real one does."""
     fields = {name: request.args.get(name, "") for name in request.args}
     problem = handoff_problem(fields, current_app.config) or already_paid(fields)
@@ -68,9 +58,8 @@ def handoff_problem(fields, cfg):
             return f"Не передано поле {name}."
     if fields["product_id"] != cfg["CHRONOPAY_PRODUCT_ID"]:
         return "Неизвестный продукт."
-    expected = chronopay.request_sign(fields["product_id"], fields["product_price"],
-                                      fields["order_id"], cfg["CHRONOPAY_SHARED_SECRET"],
-                                      cfg["CHRONOPAY_SIGN_ORDER_ID"])
+    expected = request_sign(fields["product_id"], fields["product_price"], fields["order_id"],
+                            cfg["CHRONOPAY_SHARED_SECRET"], cfg["CHRONOPAY_SIGN_ORDER_ID"])
     if not hmac.compare_digest(expected, fields["sign"]):
         return "Неверная подпись запроса (sign)."
     for name in ("cb_url", "success_url", "decline_url"):
@@ -84,13 +73,17 @@ def already_paid(fields):
     """With payment uniqueness control (order_id signed), ChronoPay pays an order_id once."""
     if not current_app.config["CHRONOPAY_SIGN_ORDER_ID"]:
         return None
-    if current_app.extensions["store"].read().sandbox_paid(fields["order_id"]) is None:
+    if current_app.extensions["sandbox_ledger"].paid_at(fields["order_id"]) is None:
         return None
-    return f"Заказ {fields['order_id']} уже оплачен. Повторная оплата заказа невозможна."
+    return paid_twice(fields["order_id"])
 
 
-@bp.post("/chronopay/pay")
-def chronopay_pay():
+def paid_twice(order_id):
+    return f"Заказ {order_id} уже оплачен. Повторная оплата заказа невозможна."
+
+
+@bp.post("/pay")
+def pay():
     """Pay or decline by the test card; a payment is called back before the browser returns."""
     form = CardForm()
     try:
@@ -107,9 +100,13 @@ def chronopay_pay():
         return render_template("sandbox/chronopay.html", form=form, fields=fields,
                                amount=format_human(Decimal(fields["product_price"]))), 422
     paid = card == PAYING_CARD
-    if paid:
-        with current_app.extensions["store"].write() as tx:
-            tx.record_sandbox_paid(fields["order_id"], time.time())
+    # Booked before the callback, once by the ledger's key: of two payments of one order that
+    # race past the check above, one goes through and the other is refused as a second one.
+    first = paid and current_app.extensions["sandbox_ledger"].pay_once(fields["order_id"],
+                                                                       time.time())
+    if paid and not first and current_app.config["CHRONOPAY_SIGN_ORDER_ID"]:
+        return render_template("sandbox/chronopay_error.html",
+                               problem=paid_twice(fields["order_id"])), 409
     callback = purchase_callback(fields, form.email.data or "", card,
                                  current_app.config["CHRONOPAY_SHARED_SECRET"],
                                  "Purchase" if paid else "decline")
@@ -132,36 +129,5 @@ def purchase_callback(fields, email, card, secret, transaction_type="Purchase"):
         "email": email, "country": "RUS", "language": "ru", "payment_type": "1",
         "creditcardnumber": card[:6] + "XXXXXX" + card[-4:],
         "date": time.strftime("%m/%d/%Y"), "time": time.strftime("%H:%M:%S"),
-        "sign": chronopay.callback_sign(secret, customer_id, transaction_id, transaction_type,
-                                        total),
+        "sign": callback_sign(secret, customer_id, transaction_id, transaction_type, total),
     }
-
-
-@bp.route("/cabinet/", methods=["GET", "POST"])
-def cabinet():
-    """The provider's cabinet of the demo subscriber: «Платежи → ChronoPay»."""
-    form = CabinetForm()
-    status = 200
-    if form.validate_on_submit():
-        cfg = current_app.config
-        typed = (form.amount.data or "").strip()
-        try:
-            # The gateway's own rule and words, so the typed text stays and the message is clear.
-            amount = format_wire(parse_typed(typed, cfg["AMOUNT_MIN"], cfg["AMOUNT_MAX"])
-                                 ) if typed else None  # nothing typed: the gateway asks
-        except AmountError as exc:
-            form.amount.errors = [exc.message]
-            status = 422
-        else:
-            return redirect(cabinet_link(amount), 303)
-    return render_template("sandbox/cabinet.html", form=form, subscriber=SUBSCRIBER,
-                           balance=format_human(balance(current_app.extensions["store"]))), status
-
-
-def cabinet_link(amount):
-    """The signed link (amount "1000.00" or None) the cabinet sends the subscriber to."""
-    cfg = current_app.config
-    expires = int(current_app.extensions["clock"]()) + min(900, cfg["LINK_MAX_AGE"])
-    query = make_link(cfg["CABINET_SECRET"], SUBSCRIBER["login"], SUBSCRIBER["account"],
-                      amount, expires)
-    return url_for("pay.start", **query)

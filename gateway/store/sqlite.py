@@ -1,4 +1,4 @@
-"""All SQL of the gateway, behind a small store so another backend can replace SQLite.
+"""The SQLite backend: all SQL of the gateway, raising only the store's own errors.
 
 Times are epoch seconds (REAL), amounts the exact decimal string ("1000.00"). Correctness rests
 on the schema's constraints, not on check-then-write: a transaction is recorded once per
@@ -6,6 +6,7 @@ on the schema's constraints, not on check-then-write: a transaction is recorded 
 outcome yields at most one billing event.
 """
 
+import functools
 import os
 import sqlite3
 import threading
@@ -13,7 +14,8 @@ import time
 from contextlib import contextmanager
 from urllib.parse import parse_qs
 
-from .states import CLEAN_VERDICTS, EVENT_STATUSES, ORDER_STATUSES, sql_list
+from ..errors import StoreBusy, StoreConflict, StoreUnavailable
+from ..states import CLEAN_VERDICTS, EVENT_STATUSES, ORDER_STATUSES, sql_list
 
 ACCEPTED = sql_list(CLEAN_VERDICTS)  # verdicts of callbacks that went through cleanly
 
@@ -125,21 +127,6 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 CREATE INDEX IF NOT EXISTS attempts_event ON attempts (event_id, id);
 
--- The sandbox ChronoPay's paid order_ids: with payment uniqueness control it pays one once.
-CREATE TABLE IF NOT EXISTS sandbox_paid (
-    order_id    TEXT PRIMARY KEY,
-    paid_at     REAL NOT NULL
-);
-
--- The sandbox billing's ledger: one credit per webhook-id.
-CREATE TABLE IF NOT EXISTS sandbox_ledger (
-    webhook_id  TEXT PRIMARY KEY,
-    type        TEXT NOT NULL,
-    order_id    TEXT NOT NULL,
-    amount      TEXT NOT NULL,
-    received_at REAL NOT NULL
-);
-
 -- Callbacks from addresses not in CHRONOPAY_CALLBACK_IPS, counted per hour: a stranger's
 -- flood updates one row here, and only the first CALLBACK_SAMPLE_CAP of an hour are
 -- journaled (truncated) in callbacks.
@@ -198,6 +185,10 @@ def upgrade(conn):
                        ("lease_mono", "REAL")):
         if columns and name not in columns:
             conn.execute(f"ALTER TABLE events ADD COLUMN {name} {kind}")
+    # The sandbox keeps its own books now (gateway/sandbox/ledger.py); its tables here only
+    # ever held demo data, and the production store holds none.
+    conn.execute("DROP TABLE IF EXISTS sandbox_ledger")
+    conn.execute("DROP TABLE IF EXISTS sandbox_paid")
     # Last: the outbox's new columns are in place, so the rebuilt table keeps their values.
     rebuild_events(conn)
 
@@ -268,6 +259,37 @@ def unsigned_count(conn):
         "SELECT count(*) FROM transactions WHERE signed_text IS NULL").fetchone()[0]
 
 
+def ours(exc):
+    """Our error for an sqlite3 one: busy, a refused constraint, or unavailable."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return StoreConflict(str(exc))
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+        return StoreBusy(str(exc))
+    return StoreUnavailable(str(exc))
+
+
+def translated(method):
+    """The method, raising our errors instead of sqlite3's."""
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise ours(exc) from exc
+    return call
+
+
+def translating(*names):
+    """A class decorator: the named methods (all public ones when none) raise our errors."""
+    def decorate(cls):
+        for name in names or [n for n in vars(cls) if not n.startswith("_")]:
+            setattr(cls, name, translated(vars(cls)[name]))
+        return cls
+    return decorate
+
+
+@translating("init_schema", "unsigned_transactions", "accept_unsigned", "read",
+             "integrity_check")
 class Store:
     """An SQLite database with one connection per thread (waitress serves from a pool)."""
 
@@ -335,11 +357,11 @@ class Store:
         One busy budget: the wait for this process's lock and SQLite's wait for another
         process's lock add up to DB_BUSY_TIMEOUT at most.
         """
-        conn = self.connection()
         started = time.monotonic()
         if not self._write_lock.acquire(timeout=self.busy_timeout):
-            raise sqlite3.OperationalError("database is locked")  # as SQLite says it
+            raise StoreBusy("database is locked")  # as SQLite says it
         try:
+            conn = self.connection()
             left = max(self.busy_timeout - (time.monotonic() - started), 0)
             conn.execute(f"PRAGMA busy_timeout={int(left * 1000)}")
             conn.execute("BEGIN IMMEDIATE")
@@ -349,11 +371,13 @@ class Store:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise ours(exc) from exc
         finally:
             self._write_lock.release()
 
     def unsigned_transactions(self):
-        """Old transactions whose signed text could not be restored (see db.upgrade)."""
+        """Old transactions whose signed text could not be restored (see upgrade)."""
         return unsigned_count(self.connection())
 
     def accept_unsigned(self):
@@ -372,6 +396,7 @@ class Store:
         return self.connection().execute("PRAGMA integrity_check").fetchone()[0]
 
 
+@translating()
 class Tx:
     """The statements the gateway runs, on one connection."""
 
@@ -596,20 +621,6 @@ class Tx:
     def attempts(self, event_id):
         return self._all("SELECT * FROM attempts WHERE event_id = ? ORDER BY id", event_id)
 
-    # the sandbox billing
-
-    def credit_once(self, entry):
-        """Book a webhook in the sandbox ledger unless its id was booked; True if new."""
-        return self.conn.execute(
-            "INSERT INTO sandbox_ledger (webhook_id, type, order_id, amount, received_at)"
-            " VALUES (:webhook_id, :type, :order_id, :amount, :received_at)"
-            " ON CONFLICT (webhook_id) DO NOTHING",
-            entry,
-        ).rowcount == 1
-
-    def ledger(self):
-        return self._all("SELECT * FROM sandbox_ledger ORDER BY received_at")
-
     def count(self, table):
         if table not in ("orders", "transactions", "callbacks", "events", "attempts"):
             raise ValueError(table)
@@ -634,10 +645,3 @@ class Tx:
         return self._one(
             "SELECT order_id, amount, paid_at FROM orders WHERE account = ? AND paid_at >= ?"
             " AND status = 'paid' ORDER BY paid_at DESC LIMIT 1", account, since)
-
-    def sandbox_paid(self, order_id):
-        return self._one("SELECT * FROM sandbox_paid WHERE order_id = ?", order_id)
-
-    def record_sandbox_paid(self, order_id, now):
-        self.conn.execute("INSERT INTO sandbox_paid (order_id, paid_at) VALUES (?, ?)"
-                          " ON CONFLICT (order_id) DO NOTHING", (order_id, now))

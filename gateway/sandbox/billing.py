@@ -11,8 +11,9 @@ from flask_wtf import FlaskForm
 from wtforms import RadioField
 from wtforms.fields.choices import SelectChoice
 
-from . import billing, csrf
-from .money import format_human
+from .. import csrf
+from ..billing import parse_secrets, verify
+from ..money import format_human
 
 bp = Blueprint("sandbox_billing", __name__, url_prefix="/sandbox/billing")
 SEED_BALANCE = Decimal("-150.00")  # the demo subscriber starts blocked, as many do
@@ -31,10 +32,10 @@ def switch():
         "sandbox_billing", {"mode": "ok", "release": threading.Event()})
 
 
-def balance(store):
+def balance(ledger):
     """The demo subscriber's balance: the seed plus every booked call."""
     total = SEED_BALANCE
-    for row in store.read().ledger():
+    for row in ledger.entries():
         total += SIGNS.get(row["type"], 0) * Decimal(row["amount"])
     return total
 
@@ -49,25 +50,25 @@ def receive():
     if state["mode"] != "ok":
         return "sandbox billing is switched to fail\n", 500, {"Content-Type": "text/plain"}
     body = request.get_data(as_text=True)
-    keys = billing.parse_secrets(current_app.config["BILLING_SECRET"])
+    keys = parse_secrets(current_app.config["BILLING_SECRET"])
     now = current_app.extensions["clock"]()
-    payload = billing.verify(keys, request.headers, body, now)
-    store = current_app.extensions["store"]
-    with store.write() as tx:
-        tx.credit_once({"webhook_id": request.headers["webhook-id"], "type": payload["type"],
-                        "order_id": payload["data"]["order_id"],
-                        "amount": payload["data"]["amount"], "received_at": now})
+    payload = verify(keys, request.headers, body, now)
+    current_app.extensions["sandbox_ledger"].book_once({
+        "webhook_id": request.headers["webhook-id"], "type": payload["type"],
+        "order_id": payload["data"]["order_id"], "amount": payload["data"]["amount"],
+        "received_at": now})
     return "", 204
 
 
 @bp.route("/", methods=["GET"])
 def page():
-    """The switch, the ledger and the outbox as a person watches them."""
-    store = current_app.extensions["store"]
+    """The switch, the ledger and the gateway's outbox as a person watches them."""
+    ledger = current_app.extensions["sandbox_ledger"]
     form = ModeForm(formdata=None, mode=switch()["mode"])
     return render_template(
-        "sandbox/billing.html", form=form, ledger=store.read().ledger(),
-        events=store.read().events(limit=20), balance=format_human(balance(store)))
+        "sandbox/billing.html", form=form, ledger=ledger.entries(),
+        events=current_app.extensions["store"].read().events(limit=20),
+        balance=format_human(balance(ledger)))
 
 
 @bp.post("/mode")
