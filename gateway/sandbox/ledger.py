@@ -8,12 +8,12 @@ many requests race (a duplicate is a no-op, not an error). Like the store it rai
 StoreBusy / StoreUnavailable / StoreConflict, which the app answers with 503.
 """
 
-import functools
 import sqlite3
 import threading
 from contextlib import contextmanager
 
-from ..errors import StoreBusy, StoreConflict, StoreUnavailable
+# The store's own mapping of sqlite3's errors to ours: this is an SQLite file too.
+from ..store.sqlite import translated
 
 SCHEMA = (
     # ChronoPay with payment uniqueness control pays an order_id once.
@@ -24,26 +24,6 @@ SCHEMA = (
 )
 
 
-def ours(exc):
-    """Our error for an sqlite3 one, as the store maps them."""
-    if isinstance(exc, sqlite3.IntegrityError):
-        return StoreConflict(str(exc))
-    if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
-        return StoreBusy(str(exc))
-    return StoreUnavailable(str(exc))
-
-
-def translated(method):
-    """The method, raising our errors instead of sqlite3's."""
-    @functools.wraps(method)
-    def call(*args, **kwargs):
-        try:
-            return method(*args, **kwargs)
-        except sqlite3.Error as exc:
-            raise ours(exc) from exc
-    return call
-
-
 class Ledger:
     """The sandbox's SQLite file, with one connection per thread (waitress serves from a pool)."""
 
@@ -51,20 +31,28 @@ class Ledger:
         self.path = path
         self.busy_timeout = busy_timeout
         self._local = threading.local()
+        # The first connections of a new file race to switch it to WAL and make the tables;
+        # SQLite answers the losers "database is locked" at once, busy timeout or not.
+        self._opening = threading.Lock()
 
     def _connection(self):
         """This thread's connection, opened with the durability settings, the tables made if
         missing."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
-                                   check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            for statement in SCHEMA:
-                conn.execute(statement)
+            with self._opening:
+                conn = self._open()
             self._local.conn = conn
+        return conn
+
+    def _open(self):
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
+                               check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        for statement in SCHEMA:
+            conn.execute(statement)
         return conn
 
     @contextmanager
