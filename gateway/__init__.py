@@ -117,8 +117,7 @@ def register_handlers(app):
                 request.values.get("transaction_type", "")[:64], exc)
         else:
             app.logger.error("database unavailable: %s", exc)
-        return answer(503, "Сервис временно недоступен",
-                      "Мы не смогли обработать запрос.", "Попробуйте еще раз через минуту.")
+        return answer(exc.status, exc.title, exc.message, exc.advice)
 
     @app.errorhandler(500)
     def internal_error(exc):

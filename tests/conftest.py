@@ -17,6 +17,7 @@ import requests
 
 from gateway import chronopay, create_app
 from gateway.signing import make_link
+from gateway.store import Store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOW = 1_764_300_000.0
@@ -129,6 +130,15 @@ def runner(app):
 @pytest.fixture
 def store(app):
     return app.extensions["store"]
+
+
+@pytest.fixture
+def bare_store(tmp_path):
+    """A store of its own, without an app: for the service-level and query tests."""
+    store = Store(f"sqlite:///{tmp_path}/gateway.sqlite3", busy_timeout=5)
+    store.init_schema()
+    yield store
+    store.close()
 
 
 _LINKS = itertools.count()

@@ -4,15 +4,10 @@ tests/test_sandbox_billing.py)."""
 
 import pytest
 
-from gateway.store import Store
-
 
 @pytest.fixture
-def store(tmp_path):
-    store = Store(f"sqlite:///{tmp_path}/gateway.sqlite3", busy_timeout=5)
-    store.init_schema()
-    yield store
-    store.close()
+def store(bare_store):
+    return bare_store
 
 
 def add_order(tx, order_id, created_at, login="dem001", account="6", **changes):

@@ -23,11 +23,8 @@ SECRET = SECRETS["CHRONOPAY_SHARED_SECRET"]
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = Store(f"sqlite:///{tmp_path}/gateway.sqlite3", busy_timeout=5)
-    store.init_schema()
-    yield store
-    store.close()
+def store(bare_store):
+    return bare_store
 
 
 def new_order(store, nonce="n1", amount="1000.00"):
