@@ -91,7 +91,6 @@ class TransportError(GatewayError):
     status = 502
 
 
-
 class StoreError(GatewayError):
     """The store could not do what was asked; the request is answered 503 (ChronoPay
     re-sends a callback answered so), the delivery worker tries again."""
